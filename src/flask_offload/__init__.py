@@ -1,0 +1,33 @@
+"""Flask-Offload: durable background jobs for Flask, with no server to run."""
+
+from __future__ import annotations
+
+from .context import JobContext, current_job
+from .errors import (
+    ConfigurationError,
+    JobCancelled,
+    JobFailed,
+    OffloadError,
+    WaitTimeout,
+)
+from .extension import Offload
+from .job import Job
+from .records import JobError, Progress
+from .task import Task
+from .worker import Worker
+
+__all__ = [
+    "ConfigurationError",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobFailed",
+    "Offload",
+    "OffloadError",
+    "Progress",
+    "Task",
+    "WaitTimeout",
+    "Worker",
+    "current_job",
+]

@@ -1,0 +1,57 @@
+"""The exceptions Flask-Offload raises.
+
+The tree is shallow on purpose: catch :class:`OffloadError` for anything the
+library raises, or one of its few subclasses for a specific case.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .records import JobError
+
+
+class OffloadError(Exception):
+    """Base class of every error Flask-Offload raises on purpose."""
+
+
+class ConfigurationError(OffloadError, ValueError):
+    """Raised at ``init_app`` when an ``OFFLOAD_*`` setting is unknown or has a
+    value that is not accepted. The message names the key, the value and what
+    is accepted.
+    """
+
+
+class JobFailed(OffloadError):
+    """Raised by :meth:`Job.wait` when the job ended in ``failed``.
+
+    :attr:`error` holds the exception type, message and traceback recorded by
+    the worker, because the original exception object lived in another thread
+    or process and cannot be raised here.
+    """
+
+    def __init__(self, job_id: str, error: JobError | None) -> None:
+        self.job_id = job_id
+        self.error = error
+        if error is None:
+            detail = "no error was recorded"
+        else:
+            detail = f"{error.type}: {error.message}"
+        super().__init__(f"Job {job_id!r} failed: {detail}")
+
+
+class JobCancelled(OffloadError):
+    """Raised by :meth:`Job.wait` when the job was cancelled, and inside a task
+    by :meth:`JobContext.raise_if_cancelled` when a cancellation was requested.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"Job {job_id!r} was cancelled.")
+
+
+class WaitTimeout(OffloadError, TimeoutError):
+    """Raised by :meth:`Job.wait` when the job has not ended within the given
+    timeout. The job itself is not affected and may still finish later.
+    """

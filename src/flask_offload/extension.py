@@ -1,0 +1,278 @@
+"""``Offload``: the Flask extension that ties tasks, a store and a worker to
+an app."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, overload
+
+from flask import Flask, current_app, has_app_context
+
+from .config import Settings, load_settings
+from .job import Job
+from .lifecycle import StartMode, start_mode
+from .records import DEFAULT_QUEUE, Status
+from .stores import store_from_url
+from .stores.base import ListFilter, Store
+from .stores.sql import SQLStore
+from .task import EnqueueOptions, Task
+from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+EXTENSION_KEY = "offload"
+
+
+class OffloadState:
+    """What :class:`Offload` keeps for one app: its settings, its store and
+    the worker that runs in this process, if any."""
+
+    def __init__(self, offload: Offload, app: Flask, settings: Settings) -> None:
+        self.offload = offload
+        self.app = app
+        self.settings = settings
+        self.store = _make_store(settings)
+        self.worker: Worker | None = None
+        self.start_mode = StartMode.NEVER
+        self._lock = threading.Lock()
+
+    def start_worker(self) -> Worker | None:
+        """Start the in-process worker unless it runs already or the app has
+        ``OFFLOAD_WORKER_THREADS = 0``."""
+        with self._lock:
+            if self.worker is not None or self.settings.worker_threads == 0:
+                return self.worker
+
+            self.worker = self.offload.make_worker(
+                self.app, threads=self.settings.worker_threads
+            )
+            self.worker.start()
+
+            return self.worker
+
+    def stop_worker(self, grace: float | None = None) -> None:
+        with self._lock:
+            worker, self.worker = self.worker, None
+        if worker is not None:
+            if grace is None:
+                grace = self.settings.shutdown_grace
+            worker.stop(grace)
+
+    def after_fork_in_child(self) -> None:
+        """Threads do not survive a fork: drop the parent's worker and
+        connections, and start a worker here if this is a server's child."""
+        self._lock = threading.Lock()
+        self.store.after_fork()
+        self.worker = None
+        if self.start_mode is StartMode.IN_FORKED_CHILDREN:
+            self.start_mode = StartMode.NOW
+            self.start_worker()
+
+
+class Offload:
+    """Background jobs for a Flask app.
+
+    ``Offload(app)``, or ``offload = Offload()`` and later
+    ``offload.init_app(app)`` in an app factory. Tasks are registered on the
+    ``Offload`` object and shared by every app it is initialised for.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._states: list[OffloadState] = []
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the app's ``OFFLOAD_*`` settings, open the store and arrange
+        for the worker to start in the process that serves requests.
+
+        :raises ConfigurationError: if a setting is unknown or not accepted.
+        """
+        settings = load_settings(app.config, app.instance_path)
+        if settings.url.startswith("sqlite:///"):
+            os.makedirs(app.instance_path, exist_ok=True)
+        state = OffloadState(self, app, settings)
+        state.store.open()
+        app.extensions[EXTENSION_KEY] = state
+        self._states.append(state)
+
+        atexit.register(state.stop_worker)
+        os.register_at_fork(after_in_child=state.after_fork_in_child)
+        if settings.worker_threads > 0:
+            self._arrange_start(state)
+
+    def _arrange_start(self, state: OffloadState) -> None:
+        state.start_mode = start_mode(state.app)
+        logger.debug(
+            "The in-process worker of %s starts %s",
+            state.app.name,
+            state.start_mode.value,
+        )
+        if state.start_mode is StartMode.NOW:
+            state.start_worker()
+        elif state.start_mode is StartMode.FIRST_REQUEST:
+
+            def start_on_first_request() -> None:
+                state.start_worker()
+
+            state.app.before_request(start_on_first_request)
+
+    @overload
+    def task(self, function: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        function: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+    ) -> Task[Any, Any] | Callable[[Callable[..., Any]], Task[Any, Any]]:
+        """Register a function as a task: ``@offload.task()`` or
+        ``@offload.task(queue="reports", priority=5)``.
+
+        The task's name defaults to ``module.function``; it is how stored jobs
+        find their function again, so renaming a function strands its queued
+        jobs unless ``name=`` keeps the old name.
+
+        :raises ValueError: if another function has that name already.
+        """
+        defaults = EnqueueOptions().updated(queue=queue, priority=priority)
+
+        def register(function: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or f"{function.__module__}.{function.__qualname__}"
+            if task_name in self.tasks:
+                raise ValueError(
+                    f"A task named {task_name!r} is registered already; give one "
+                    f"of them another name with @offload.task(name=...)."
+                )
+            task: Task[Any, Any] = Task(
+                function, task_name, defaults, lambda: self.state().store
+            )
+            self.tasks[task_name] = task
+
+            return task
+
+        return register if function is None else register(function)
+
+    def state(self, app: Flask | None = None) -> OffloadState:
+        """The state of ``app``, of the current app, or of the only app this
+        extension was initialised for."""
+        if app is None and has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if app is not None:
+            state = app.extensions.get(EXTENSION_KEY)
+            if state is None or state.offload is not self:
+                raise RuntimeError(
+                    f"Flask-Offload is not initialised for app {app.name!r}; call "
+                    f"offload.init_app(app) in the app factory."
+                )
+            return state  # type: ignore[no-any-return]
+
+        if len(self._states) == 1:
+            return self._states[0]
+        if not self._states:
+            raise RuntimeError(
+                "Flask-Offload is not initialised for any app; call "
+                "Offload(app) or offload.init_app(app) first."
+            )
+        raise RuntimeError(
+            "Flask-Offload is initialised for several apps; enqueue inside an "
+            "app context (with app.app_context():) to say which one."
+        )
+
+    @property
+    def store(self) -> Store:
+        return self.state().store
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or ``None`` if there is none (or it was
+        purged)."""
+        record = self.store.get(job_id)
+
+        return None if record is None else Job(self.store, record)
+
+    def jobs(
+        self,
+        *,
+        queue: str | None = None,
+        status: Status | None = None,
+        task: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs, newest first, optionally only of one queue, status or task."""
+        where = ListFilter(
+            queue=queue, status=status, task=task, limit=limit, offset=offset
+        )
+        store = self.store
+
+        return [Job(store, record) for record in store.list_jobs(where)]
+
+    def stats(self) -> dict[str, dict[Status, int]]:
+        """How many jobs each queue has in each status, counted in the store,
+        so every process sees the same numbers. For example
+        ``{"default": {"queued": 3, "running": 1, "succeeded": 10, ...}}``."""
+        return self.store.counts()
+
+    def make_worker(
+        self,
+        app: Flask,
+        *,
+        threads: int,
+        queues: list[str] | None = None,
+    ) -> Worker:
+        """A worker for ``app`` that runs each job inside an app context."""
+        state = self.state(app)
+
+        return Worker(
+            state.store,
+            self.tasks.get,
+            threads=threads,
+            queues=queues,
+            lease=state.settings.lease_seconds,
+            max_recoveries=state.settings.max_recoveries,
+            job_context=app.app_context,
+        )
+
+    def start_worker(self, app: Flask | None = None) -> Worker | None:
+        """Start the in-process worker now, if it is not running."""
+        return self.state(app).start_worker()
+
+    def stop_worker(self, app: Flask | None = None, grace: float | None = None) -> None:
+        """Stop the in-process worker: running jobs get ``grace`` seconds
+        (default ``OFFLOAD_SHUTDOWN_GRACE``) to finish, the rest are handed
+        back to the queue."""
+        self.state(app).stop_worker(grace)
+
+
+def _make_store(settings: Settings) -> Store:
+    options: dict[str, Any] = {}
+    if settings.url.startswith("sqlite"):
+        options = {
+            "sqlite_synchronous": settings.sqlite_synchronous,
+            "poll_interval": settings.poll_interval,
+        }
+    store = store_from_url(settings.url, **options)
+    assert isinstance(store, Store)
+    if isinstance(store, SQLStore):
+        logger.debug("Flask-Offload stores jobs in %s", store.describe())
+
+    return store

@@ -1,0 +1,36 @@
+"""Stores keep jobs; :func:`store_from_url` picks one from ``OFFLOAD_URL``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigurationError
+from .base import Heartbeat, ListFilter, Store
+from .memory import MemoryStore
+from .sql import SQLStore
+
+__all__ = ["Heartbeat", "ListFilter", "MemoryStore", "SQLStore", "Store"]
+
+ACCEPTED_URLS = "'sqlite:///path/to/file', 'memory://'"
+
+
+def store_from_url(url: str, **options: Any) -> Store:
+    """Create the store that ``url`` names.
+
+    :raises ConfigurationError: if the URL names no store this release has.
+    """
+    scheme = url.partition(":")[0].lower()
+    if scheme == "memory":
+        return MemoryStore()
+    if scheme == "sqlite" or scheme.startswith("sqlite+"):
+        return SQLStore(url, **options)
+    if scheme.startswith(("postgres", "redis", "mysql", "mariadb")):
+        raise ConfigurationError(
+            f"OFFLOAD_URL {url!r} names a store this release of Flask-Offload "
+            f"does not have yet; use one of {ACCEPTED_URLS}."
+        )
+
+    raise ConfigurationError(
+        f"OFFLOAD_URL {url!r} is not a store URL Flask-Offload understands; "
+        f"use one of {ACCEPTED_URLS}."
+    )

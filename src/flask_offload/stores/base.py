@@ -1,0 +1,216 @@
+"""The contract every store meets.
+
+A store keeps jobs and hands them to workers. Every method is atomic on its
+own, and every store passes the same conformance suite in
+``tests/stores/``. Stores see only :class:`~flask_offload.records.JobRecord`
+and :class:`~flask_offload.records.Outcome`; they never decode a payload.
+
+Time comes from ``self.clock`` so that tests can drive time-based behaviour
+(leases, recovery) without sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ..records import STATUSES, JobRecord, Outcome, Status
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """What :meth:`Store.list_jobs` returns: newest first, at most ``limit``."""
+
+    queue: str | None = None
+    status: Status | None = None
+    task: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What :meth:`Store.heartbeat` learned about a worker's jobs."""
+
+    cancel_requested: frozenset[str]
+    lost: frozenset[str]
+
+
+class Store(ABC):
+    """Keeps jobs durably and hands them out to workers.
+
+    A store is shared by every thread of a process. Subclasses ring
+    ``self._work`` after anything that may make a job ready, so that idle
+    workers in the same process wake at once, and ``self._changes`` after any
+    change, for :meth:`Job.wait`.
+    """
+
+    clock: Clock
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or time.time
+        self._work = Bell()
+        self._changes = Bell()
+
+    def wake_waiters(self) -> None:
+        """Wake every thread of this process blocked in :meth:`wait_for_work`
+        or :meth:`wait_for_change`, as when a worker stops."""
+        self._work.ring()
+        self._changes.ring()
+
+    def open(self) -> None:  # noqa: B027 - most stores have nothing to prepare
+        """Prepare the store for use (create or migrate the schema). Called
+        once before the first other call; calling it again does nothing."""
+
+    def close(self) -> None:  # noqa: B027 - most stores hold no resources
+        """Release connections and files. The store may be reopened."""
+
+    def after_fork(self) -> None:  # noqa: B027 - most stores hold no resources
+        """Drop connections inherited from a parent process without closing
+        them, because the parent still uses them."""
+
+    @abstractmethod
+    def enqueue(self, job: JobRecord) -> JobRecord:
+        """Store a new job and return it as stored."""
+
+    @abstractmethod
+    def claim(
+        self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
+    ) -> list[JobRecord]:
+        """Move up to ``limit`` ready jobs to ``running`` for ``worker`` and
+        return them, highest priority first, then oldest run time.
+
+        ``queues`` of ``None`` means every queue. Each returned job has its
+        ``attempts`` raised by one and a lease that expires after ``lease``
+        seconds. A job is never handed to two workers at once.
+        """
+
+    @abstractmethod
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
+        """Record how attempts ended and return the ids of the jobs whose
+        outcome was applied.
+
+        An outcome is applied only while its job is still ``running`` under
+        this worker and attempt; otherwise it is dropped, because a newer
+        attempt owns the job.
+        """
+
+    def finish_and_claim(
+        self,
+        worker: str,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+    ) -> tuple[list[str], list[JobRecord]]:
+        """:meth:`finish`, then :meth:`claim`. Stores that can do both in one
+        round trip override this; the worker uses it between batches."""
+        applied = self.finish(worker, outcomes) if outcomes else []
+
+        return applied, self.claim(worker, queues, limit, lease)
+
+    @abstractmethod
+    def heartbeat(self, worker: str, job_ids: Iterable[str], lease: float) -> Heartbeat:
+        """Extend the leases of ``worker``'s running jobs by ``lease`` seconds
+        from now. Reports the jobs asked to cancel and those no longer held by
+        this worker (their lease expired and was recovered)."""
+
+    @abstractmethod
+    def release(self, worker: str, job_ids: Iterable[str], *, started: bool) -> int:
+        """Hand jobs held by ``worker`` back to the queue at once, as on a
+        graceful shutdown. ``started=False`` means they never began, so the
+        attempt they were given is taken back. Returns how many were handed
+        back."""
+
+    @abstractmethod
+    def recover(self, max_recoveries: int) -> list[JobRecord]:
+        """Return to the queue every running job whose lease has expired
+        (its worker died or stalled) and return those jobs as they were.
+
+        A job that has already been recovered ``max_recoveries`` times is
+        failed instead, so a job that kills its process every time cannot
+        loop forever.
+        """
+
+    @abstractmethod
+    def get(self, job_id: str) -> JobRecord | None:
+        """Return one job, or ``None`` if no job has that id."""
+
+    @abstractmethod
+    def list_jobs(self, where: ListFilter) -> list[JobRecord]:
+        """Return jobs matching ``where``, newest first."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, dict[Status, int]]:
+        """Return the number of jobs by queue, then by status. Every status is
+        present for every queue that has any job."""
+
+    @abstractmethod
+    def set_progress(
+        self, job_id: str, worker: str, attempt: int, progress: str
+    ) -> bool:
+        """Record a running job's progress, if ``worker`` still holds that
+        attempt. Returns whether a cancellation was requested."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> Status | None:
+        """Cancel a job: a waiting job becomes ``cancelled`` and never runs; a
+        running job is asked to stop (its task sees the request). Returns the
+        job's status afterwards, or ``None`` if there is no such job."""
+
+    @abstractmethod
+    def purge(self, finished_before: float) -> int:
+        """Delete finished jobs that ended before ``finished_before``. Returns
+        how many were deleted."""
+
+    @abstractmethod
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until a job may be ready, or ``timeout`` seconds pass.
+
+        An enqueue in this process wakes the waiter at once; how quickly a
+        change made by another process is noticed depends on the store.
+        """
+
+    @abstractmethod
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until any job may have changed, or ``timeout`` passes. Used by
+        :meth:`Job.wait`."""
+
+    @staticmethod
+    def empty_counts() -> dict[Status, int]:
+        return dict.fromkeys(STATUSES, 0)
+
+
+class Bell:
+    """Wakes threads of this process that wait for a store to change.
+
+    Each thread remembers the last ring it saw, so a ring that happens between
+    a thread's failed claim and its next wait is not lost: the wait returns at
+    once instead of sleeping through it.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._rings = 0
+        self._seen = threading.local()
+
+    def ring(self) -> None:
+        with self._condition:
+            self._rings += 1
+            self._condition.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for a ring this thread has not seen. Returns whether one came."""
+        with self._condition:
+            seen = getattr(self._seen, "rings", -1)
+            if self._rings == seen:
+                self._condition.wait(timeout)
+            rang = self._rings != seen
+            self._seen.rings = self._rings
+
+        return rang

@@ -1,0 +1,553 @@
+"""The SQL store, on SQLAlchemy Core.
+
+One implementation serves every SQL engine; what differs between engines
+(how a write transaction starts, how other processes' changes are noticed)
+is kept in small methods. Today it runs on SQLite, the embedded default.
+
+SQLite notes. Every write transaction starts with ``BEGIN IMMEDIATE``: a
+deferred transaction that reads and then writes can fail at once with
+``database is locked`` when another connection wrote in between, without
+waiting, so taking the write lock up front is what lets the busy timeout do
+its work. Changes made by other processes are noticed by polling
+``PRAGMA data_version``, which reads shared memory and costs microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+
+from ..records import (
+    CANCELLED,
+    FAILED,
+    FINISHED_STATUSES,
+    QUEUED,
+    RUNNING,
+    WAITING_STATUSES,
+    JobRecord,
+    Outcome,
+    Status,
+)
+from .base import Bell, Clock, Heartbeat, ListFilter, Store
+from .messages import lost_worker_error
+from .sql_schema import jobs, migrate
+
+logger = logging.getLogger(__name__)
+
+SQLITE_SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_COLUMNS = tuple(jobs.c)
+_FIELD_NAMES = tuple(column.name for column in _COLUMNS)
+
+
+class SQLStore(Store):
+    """Jobs in one table of an SQL database.
+
+    :param url: an SQLAlchemy URL such as ``sqlite:////path/offload.sqlite3``.
+    :param engine: an engine the application already has, instead of a URL.
+    :param sqlite_synchronous: SQLite's ``synchronous`` level. ``NORMAL`` (the
+        default) survives a crash of the process but may lose the last
+        commits on a power loss; ``FULL`` survives both and costs a sync of
+        the disk on every commit.
+    :param poll_interval: how often, in seconds, an idle worker checks whether
+        another process changed the database.
+    :param busy_timeout: how long, in seconds, a write waits for another
+        connection's write lock before giving up.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        sqlite_synchronous: str = "NORMAL",
+        poll_interval: float = 0.05,
+        busy_timeout: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(clock)
+        if (url is None) == (engine is None):
+            raise ValueError("SQLStore takes either a url or an engine, not both.")
+        if sqlite_synchronous.upper() not in SQLITE_SYNCHRONOUS_LEVELS:
+            raise ValueError(
+                f"sqlite_synchronous must be one of "
+                f"{', '.join(SQLITE_SYNCHRONOUS_LEVELS)}, not {sqlite_synchronous!r}."
+            )
+        self._url = url
+        self._engine = engine
+        self._owns_engine = engine is None
+        self._synchronous = sqlite_synchronous.upper()
+        self._busy_timeout = busy_timeout
+        self.poll_interval = poll_interval
+        self._opened = False
+        self._open_lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._watch_connection: Connection | None = None
+        self._watched_version: int | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            assert self._url is not None
+            self._engine = self._create_engine(self._url)
+
+        return self._engine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def open(self) -> None:
+        with self._open_lock:
+            if self._opened:
+                return
+            with self._write() as connection:
+                found = migrate(connection)
+            if found == 0:
+                logger.info("Created the Flask-Offload tables in %s", self.describe())
+            self._opened = True
+
+    def close(self) -> None:
+        with self._watch_lock:
+            if self._watch_connection is not None:
+                self._watch_connection.close()
+                self._watch_connection = None
+        if self._engine is not None and self._owns_engine:
+            self._engine.dispose()
+            self._engine = None
+
+    def after_fork(self) -> None:
+        self._watch_connection = None
+        self._watch_lock = threading.Lock()
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+
+    def describe(self) -> str:
+        """The database's URL with any password hidden, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def enqueue(self, job: JobRecord) -> JobRecord:
+        with self._write() as connection:
+            connection.execute(_INSERT, _as_row(job))
+        self._work.ring()
+        self._changes.ring()
+
+        return job
+
+    def claim(
+        self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
+    ) -> list[JobRecord]:
+        with self._write() as connection:
+            claimed = self._claim(connection, worker, queues, limit, lease)
+        if claimed:
+            self._changes.ring()
+
+        return claimed
+
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
+        with self._write() as connection:
+            applied = self._finish(connection, worker, outcomes)
+        self._changes.ring()
+
+        return applied
+
+    def finish_and_claim(
+        self,
+        worker: str,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+    ) -> tuple[list[str], list[JobRecord]]:
+        with self._write() as connection:
+            applied = self._finish(connection, worker, outcomes) if outcomes else []
+            claimed = self._claim(connection, worker, queues, limit, lease)
+        if applied or claimed:
+            self._changes.ring()
+
+        return applied, claimed
+
+    def heartbeat(self, worker: str, job_ids: Iterable[str], lease: float) -> Heartbeat:
+        wanted = list(job_ids)
+        if not wanted:
+            return Heartbeat(cancel_requested=frozenset(), lost=frozenset())
+
+        held = and_(jobs.c.status == RUNNING, jobs.c.worker == worker)
+        with self._write() as connection:
+            connection.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(wanted), held)
+                .values(lease_expires_at=self.clock() + lease)
+            )
+            rows = connection.execute(
+                select(jobs.c.id, jobs.c.cancel_requested).where(
+                    jobs.c.id.in_(wanted), held
+                )
+            ).all()
+
+        still_held = {row.id for row in rows}
+
+        return Heartbeat(
+            cancel_requested=frozenset(row.id for row in rows if row.cancel_requested),
+            lost=frozenset(set(wanted) - still_held),
+        )
+
+    def release(self, worker: str, job_ids: Iterable[str], *, started: bool) -> int:
+        wanted = list(job_ids)
+        if not wanted:
+            return 0
+
+        attempts = jobs.c.attempts if started else jobs.c.attempts - 1
+        with self._write() as connection:
+            released = connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id.in_(wanted),
+                    jobs.c.status == RUNNING,
+                    jobs.c.worker == worker,
+                )
+                .values(
+                    status=QUEUED,
+                    worker=None,
+                    lease_expires_at=None,
+                    started_at=None,
+                    attempts=attempts,
+                )
+            ).rowcount
+        self._work.ring()
+        self._changes.ring()
+
+        return released
+
+    def recover(self, max_recoveries: int) -> list[JobRecord]:
+        now = self.clock()
+        expired = and_(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
+
+        # A read first, so that the common case (nothing expired) never takes
+        # the write lock.
+        with self._read() as connection:
+            anything = connection.execute(select(jobs.c.id).where(expired).limit(1))
+            if anything.first() is None:
+                return []
+
+        with self._write() as connection:
+            rows = connection.execute(select(*_COLUMNS).where(expired)).all()
+            recovered = [_as_record(row) for row in rows]
+            for job in recovered:
+                if job.recoveries >= max_recoveries:
+                    values: dict[str, Any] = {
+                        "status": FAILED,
+                        "finished_at": now,
+                        "error": lost_worker_error(job, max_recoveries),
+                    }
+                else:
+                    values = {
+                        "status": QUEUED,
+                        "started_at": None,
+                        "recoveries": job.recoveries + 1,
+                    }
+                connection.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job.id, expired)
+                    .values(worker=None, lease_expires_at=None, **values)
+                )
+        if recovered:
+            self._work.ring()
+            self._changes.ring()
+
+        return recovered
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._read() as connection:
+            row = connection.execute(_GET, {"job_id": job_id}).first()
+
+        return None if row is None else _as_record(row)
+
+    def list_jobs(self, where: ListFilter) -> list[JobRecord]:
+        query = select(*_COLUMNS)
+        if where.queue is not None:
+            query = query.where(jobs.c.queue == where.queue)
+        if where.status is not None:
+            query = query.where(jobs.c.status == where.status)
+        if where.task is not None:
+            query = query.where(jobs.c.task == where.task)
+        query = query.order_by(jobs.c.id.desc()).limit(where.limit).offset(where.offset)
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+
+        return [_as_record(row) for row in rows]
+
+    def counts(self) -> dict[str, dict[Status, int]]:
+        query = select(jobs.c.queue, jobs.c.status, func.count()).group_by(
+            jobs.c.queue, jobs.c.status
+        )
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+
+        counts: dict[str, dict[Status, int]] = {}
+        for queue, status, count in rows:
+            counts.setdefault(queue, self.empty_counts())[status] = count
+
+        return counts
+
+    def set_progress(
+        self, job_id: str, worker: str, attempt: int, progress: str
+    ) -> bool:
+        with self._write() as connection:
+            row = connection.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == RUNNING,
+                    jobs.c.worker == worker,
+                    jobs.c.attempts == attempt,
+                )
+                .values(progress=progress)
+                .returning(jobs.c.cancel_requested)
+            ).first()
+        self._changes.ring()
+
+        return bool(row and row.cancel_requested)
+
+    def cancel(self, job_id: str) -> Status | None:
+        with self._write() as connection:
+            connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status.in_(WAITING_STATUSES))
+                .values(status=CANCELLED, finished_at=self.clock())
+            )
+            connection.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == RUNNING)
+                .values(cancel_requested=True)
+            )
+            status = connection.execute(
+                select(jobs.c.status).where(jobs.c.id == job_id)
+            ).scalar()
+        self._changes.ring()
+
+        return status
+
+    def purge(self, finished_before: float) -> int:
+        with self._write() as connection:
+            deleted = connection.execute(
+                delete(jobs).where(
+                    jobs.c.status.in_(FINISHED_STATUSES),
+                    jobs.c.finished_at < finished_before,
+                )
+            ).rowcount
+
+        return deleted
+
+    def wait_for_work(self, timeout: float) -> None:
+        self._wait(self._work, timeout, self._has_ready_work)
+
+    def wait_for_change(self, timeout: float) -> None:
+        self._wait(self._changes, timeout, lambda: True)
+
+    def _wait(self, bell: Bell, timeout: float, worth_waking: Any) -> None:
+        """Wait on this process's bell, and between rings look for commits made
+        by other processes every ``poll_interval`` seconds."""
+        deadline = self.clock() + timeout
+        while True:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return
+            if bell.wait(min(self.poll_interval, remaining)):
+                return
+            if self._changed_elsewhere() and worth_waking():
+                return
+
+    def _changed_elsewhere(self) -> bool:
+        """Whether another connection committed since the last call."""
+        if not self.is_sqlite:
+            return True
+
+        with self._watch_lock:
+            if self._watch_connection is None:
+                self._watch_connection = self.engine.connect()
+            version = self._watch_connection.exec_driver_sql(
+                "PRAGMA data_version"
+            ).scalar()
+            self._watch_connection.rollback()
+            changed = (
+                self._watched_version is not None and version != self._watched_version
+            )
+            self._watched_version = version
+
+        return changed
+
+    def _has_ready_work(self) -> bool:
+        with self._read() as connection:
+            row = connection.execute(
+                select(jobs.c.id)
+                .where(jobs.c.status == QUEUED, jobs.c.run_at <= self.clock())
+                .limit(1)
+            ).first()
+
+        return row is not None
+
+    def _claim(
+        self,
+        connection: Connection,
+        worker: str,
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+    ) -> list[JobRecord]:
+        now = self.clock()
+        ready = (
+            select(jobs.c.id)
+            .where(jobs.c.status == QUEUED, jobs.c.run_at <= now)
+            .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
+            .limit(limit)
+        )
+        if queues is not None:
+            ready = ready.where(jobs.c.queue.in_(queues))
+
+        rows = connection.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(ready.scalar_subquery()))
+            .values(
+                status=RUNNING,
+                worker=worker,
+                attempts=jobs.c.attempts + 1,
+                started_at=now,
+                lease_expires_at=now + lease,
+            )
+            .returning(*_COLUMNS)
+        ).all()
+        claimed = [_as_record(row) for row in rows]
+        claimed.sort(key=lambda job: (-job.priority, job.run_at, job.id))
+
+        return claimed
+
+    def _finish(
+        self, connection: Connection, worker: str, outcomes: Sequence[Outcome]
+    ) -> list[str]:
+        by_id = {outcome.job_id: outcome for outcome in outcomes}
+        held = connection.execute(
+            select(jobs.c.id, jobs.c.attempts).where(
+                jobs.c.id.in_(list(by_id)),
+                jobs.c.status == RUNNING,
+                jobs.c.worker == worker,
+            )
+        ).all()
+        applied = [row.id for row in held if by_id[row.id].attempt == row.attempts]
+        if len(applied) < len(by_id):
+            stale = sorted(set(by_id) - set(applied))
+            logger.warning(
+                "Dropped the outcome of %d job(s) whose lease this worker no "
+                "longer holds (a newer attempt owns them): %s",
+                len(stale),
+                ", ".join(stale),
+                extra={"action": "stale_outcome", "worker": worker},
+            )
+        if applied:
+            connection.execute(
+                _FINISH,
+                [
+                    {
+                        "b_id": job_id,
+                        "b_status": by_id[job_id].status,
+                        "b_finished_at": by_id[job_id].finished_at,
+                        "b_result": by_id[job_id].result,
+                        "b_error": by_id[job_id].error,
+                        "b_progress": by_id[job_id].progress,
+                    }
+                    for job_id in applied
+                ],
+            )
+
+        return applied
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A connection in a transaction that holds the write lock."""
+        with self.engine.connect() as connection:
+            if self.is_sqlite:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield connection
+                except BaseException:
+                    connection.exec_driver_sql("ROLLBACK")
+                    raise
+                connection.exec_driver_sql("COMMIT")
+            else:
+                with connection.begin():
+                    yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            if self.is_sqlite:
+                yield connection
+            else:
+                with connection.begin():
+                    yield connection
+
+    def _create_engine(self, url: str) -> Engine:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url)
+
+        engine = create_engine(
+            url,
+            connect_args={"timeout": self._busy_timeout, "check_same_thread": False},
+        )
+        synchronous = self._synchronous
+
+        @event.listens_for(engine, "connect")
+        def configure(dbapi_connection: Any, _record: Any) -> None:
+            # Autocommit at the driver level: this store issues BEGIN itself,
+            # so that it can choose BEGIN IMMEDIATE for writes.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.close()
+
+        return engine
+
+
+_INSERT = insert(jobs)
+_GET = select(*_COLUMNS).where(jobs.c.id == bindparam("job_id"))
+_FINISH = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_finished_at"),
+        result=bindparam("b_result"),
+        error=bindparam("b_error"),
+        progress=func.coalesce(bindparam("b_progress"), jobs.c.progress),
+        worker=None,
+        lease_expires_at=None,
+    )
+)
+
+
+def _as_row(job: JobRecord) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in _FIELD_NAMES}
+
+
+def _as_record(row: Any) -> JobRecord:
+    return JobRecord(**dict(zip(_FIELD_NAMES, row, strict=True)))

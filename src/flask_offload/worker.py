@@ -1,0 +1,458 @@
+"""The worker: claims jobs from a store and runs them on named threads.
+
+Each executor thread claims a batch of jobs, runs them one by one and
+reports their outcomes together with its next claim, in one transaction.
+Batches are sized from how long recent jobs took, so fast jobs are claimed
+many at a time while a slow job is claimed alone and never holds others
+back. A housekeeping thread renews leases, reports outcomes that have
+waited too long behind a slow job, and recovers jobs whose worker died.
+
+Delivery is at least once: an outcome not yet reported when the process
+dies is lost, and its job runs again after its lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .codec import decode_arguments, encode_result
+from .context import JobContext, _current_job
+from .errors import JobCancelled
+from .records import CANCELLED, FAILED, SUCCEEDED, JobError, JobRecord, Outcome
+
+if TYPE_CHECKING:
+    from .stores.base import Store
+    from .task import Task
+
+logger = logging.getLogger(__name__)
+
+#: A batch is sized so that its jobs are expected to take about this long.
+BATCH_SECONDS = 0.02
+MAX_BATCH = 100
+#: An outcome waits at most about this long to be reported with others.
+FLUSH_DELAY = 0.05
+HOUSEKEEPING_TICK = 0.05
+#: An idle executor claims again at least this often, whatever wakes it.
+IDLE_WAIT = 1.0
+ERROR_BACKOFF = 1.0
+
+
+@dataclass(slots=True)
+class _Held:
+    """A job this worker has claimed and not yet reported."""
+
+    record: JobRecord
+    context: JobContext | None = None
+    cancel_requested: bool = False
+
+
+@dataclass(slots=True)
+class _Outbox:
+    outcomes: list[Outcome] = field(default_factory=list)
+    oldest: float = 0.0
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    """Runs jobs from ``store`` on ``threads`` threads.
+
+    :param tasks: finds the registered task of a given name, or ``None``.
+    :param job_context: makes the context each job runs in, such as a Flask
+        app context.
+    :param queues: the queues to serve, or ``None`` for all of them.
+    :param lease: seconds a claimed job stays with this worker without a
+        heartbeat; a job whose worker died runs again after this long.
+    :param max_recoveries: how many times a job whose worker died is run
+        again before it is failed.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        tasks: Callable[[str], Task[Any, Any] | None],
+        *,
+        threads: int = 1,
+        queues: Sequence[str] | None = None,
+        lease: float = 30.0,
+        max_recoveries: int = 3,
+        job_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        name: str | None = None,
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"A worker needs at least one thread, not {threads!r}.")
+        self.store = store
+        self.name = name or default_worker_name()
+        self.threads = threads
+        self.queues = list(queues) if queues is not None else None
+        self.lease = lease
+        self.max_recoveries = max_recoveries
+        self._tasks = tasks
+        self._job_context = job_context
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._outbox = _Outbox()
+        self._stopping = threading.Event()
+        self._executors: list[threading.Thread] = []
+        self._housekeeper: threading.Thread | None = None
+        self._typical_duration = BATCH_SECONDS
+
+    @property
+    def is_running(self) -> bool:
+        return any(thread.is_alive() for thread in self._executors)
+
+    def start(self) -> None:
+        """Start the threads. A worker starts once; make a new one to restart."""
+        if self._executors:
+            raise RuntimeError(f"Worker {self.name!r} was already started.")
+
+        self.store.open()
+        for number in range(1, self.threads + 1):
+            thread = threading.Thread(
+                target=self._execute, name=f"offload-worker-{number}", daemon=True
+            )
+            self._executors.append(thread)
+        self._housekeeper = threading.Thread(
+            target=self._housekeep, name="offload-housekeeper", daemon=True
+        )
+        for thread in self._executors:
+            thread.start()
+        self._housekeeper.start()
+        logger.info(
+            "Worker %s started with %d thread(s) on queues %s",
+            self.name,
+            self.threads,
+            "all" if self.queues is None else ", ".join(self.queues),
+            extra={"action": "worker_started", "worker": self.name},
+        )
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, give running jobs ``grace`` seconds to finish, and
+        hand every job still held back to the queue so another worker can
+        take it at once."""
+        if self._stopping.is_set() and not self.is_running:
+            return
+
+        self._stopping.set()
+        self.store.wake_waiters()
+        deadline = time.monotonic() + grace
+        for thread in self._executors:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+        self._flush()
+        if self._housekeeper is not None:
+            self._housekeeper.join()
+        self._hand_back_held()
+        logger.info(
+            "Worker %s stopped",
+            self.name,
+            extra={"action": "worker_stopped", "worker": self.name},
+        )
+
+    def _execute(self) -> None:
+        batch: deque[JobRecord] = deque()
+        while not self._stopping.is_set():
+            if not batch:
+                batch.extend(self._report_and_claim())
+                if not batch:
+                    self.store.wait_for_work(IDLE_WAIT)
+                    continue
+
+            self._run(batch.popleft())
+            if batch and self._outbox_age() > FLUSH_DELAY:
+                self._flush()
+
+        self._release_unstarted(batch)
+
+    def _report_and_claim(self) -> list[JobRecord]:
+        outcomes = self._take_outbox()
+        limit = max(1, min(MAX_BATCH, int(BATCH_SECONDS / self._typical_duration)))
+        try:
+            _, claimed = self.store.finish_and_claim(
+                self.name, outcomes, self.queues, limit, self.lease
+            )
+        except Exception:
+            logger.exception(
+                "Worker %s could not reach the store; retrying in %s s",
+                self.name,
+                ERROR_BACKOFF,
+                extra={"action": "store_error", "worker": self.name},
+            )
+            self._return_to_outbox(outcomes)
+            self._stopping.wait(ERROR_BACKOFF)
+            return []
+
+        self._forget(outcomes)
+        with self._lock:
+            for record in claimed:
+                self._held[record.id] = _Held(record)
+        if claimed:
+            logger.debug(
+                "Worker %s claimed %d job(s)",
+                self.name,
+                len(claimed),
+                extra={"action": "claimed", "worker": self.name},
+            )
+
+        return claimed
+
+    def _run(self, record: JobRecord) -> None:
+        context = JobContext(
+            self.store, self.name, record.id, record.task, record.queue, record.attempts
+        )
+        with self._lock:
+            held = self._held.get(record.id)
+            if held is not None:
+                held.context = context
+                if held.cancel_requested:
+                    context.request_cancel()
+
+        extra = {
+            "action": "started",
+            "job_id": record.id,
+            "task": record.task,
+            "queue": record.queue,
+            "attempt": record.attempts,
+        }
+        logger.info("Job %s (%s) started", record.id, record.task, extra=extra)
+        started = time.perf_counter()
+        token = _current_job.set(context)
+        try:
+            outcome = self._call(record, context)
+        finally:
+            _current_job.reset(token)
+        duration = time.perf_counter() - started
+
+        self._typical_duration = 0.7 * self._typical_duration + 0.3 * duration
+        if context.unwritten_progress and context.progress is not None:
+            outcome.progress = context.progress.to_json()
+        self._add_to_outbox(outcome)
+        self._log_outcome(record, outcome, duration)
+
+    def _call(self, record: JobRecord, context: JobContext) -> Outcome:
+        task = self._tasks(record.task)
+        try:
+            if context.cancel_requested:
+                raise JobCancelled(record.id)
+            if task is None:
+                raise LookupError(
+                    f"No task named {record.task!r} is registered in this process; "
+                    f"it must be decorated with @offload.task() in a module the "
+                    f"app imports."
+                )
+            args, kwargs = decode_arguments(record.arguments)
+            with self._job_context():
+                value = task.function(*args, **kwargs)
+                if inspect.iscoroutine(value):
+                    value = asyncio.run(value)
+            result = encode_result(record.task, value)
+        except JobCancelled:
+            return Outcome(record.id, record.attempts, CANCELLED, time.time())
+        except Exception as error:
+            return Outcome(
+                record.id,
+                record.attempts,
+                FAILED,
+                time.time(),
+                error=_describe(error),
+            )
+
+        return Outcome(record.id, record.attempts, SUCCEEDED, time.time(), result)
+
+    def _log_outcome(
+        self, record: JobRecord, outcome: Outcome, duration: float
+    ) -> None:
+        extra = {
+            "action": outcome.status,
+            "job_id": record.id,
+            "task": record.task,
+            "queue": record.queue,
+            "attempt": record.attempts,
+            "duration": duration,
+        }
+        if outcome.status == SUCCEEDED:
+            logger.info(
+                "Job %s (%s) succeeded in %.3f s",
+                record.id,
+                record.task,
+                duration,
+                extra=extra,
+            )
+        elif outcome.status == CANCELLED:
+            logger.warning(
+                "Job %s (%s) was cancelled", record.id, record.task, extra=extra
+            )
+        else:
+            logger.error(
+                "Job %s (%s) failed after %.3f s:\n%s",
+                record.id,
+                record.task,
+                duration,
+                _traceback_of(outcome),
+                extra=extra,
+            )
+
+    def _housekeep(self) -> None:
+        next_heartbeat = time.monotonic() + self.lease / 3
+        next_recovery = time.monotonic()
+        recovery_interval = min(self.lease / 2, 5.0)
+        while not self._stopping.wait(HOUSEKEEPING_TICK):
+            now = time.monotonic()
+            try:
+                if self._outbox_age() > FLUSH_DELAY:
+                    self._flush()
+                if now >= next_heartbeat:
+                    next_heartbeat = now + self.lease / 3
+                    self._heartbeat()
+                if now >= next_recovery:
+                    next_recovery = now + recovery_interval
+                    self._recover()
+            except Exception:
+                logger.exception(
+                    "Worker %s: housekeeping failed; trying again shortly",
+                    self.name,
+                    extra={"action": "store_error", "worker": self.name},
+                )
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            held_ids = list(self._held)
+        if not held_ids:
+            return
+
+        beat = self.store.heartbeat(self.name, held_ids, self.lease)
+        with self._lock:
+            for job_id in beat.cancel_requested:
+                held = self._held.get(job_id)
+                if held is None:
+                    continue
+                held.cancel_requested = True
+                if held.context is not None:
+                    held.context.request_cancel()
+        for job_id in beat.lost:
+            logger.warning(
+                "Worker %s lost the lease of job %s; its outcome will be dropped",
+                self.name,
+                job_id,
+                extra={"action": "lease_lost", "job_id": job_id, "worker": self.name},
+            )
+
+    def _recover(self) -> None:
+        for record in self.store.recover(self.max_recoveries):
+            logger.warning(
+                "Job %s (%s) was recovered: worker %s stopped heartbeating; the job %s",
+                record.id,
+                record.task,
+                record.worker,
+                "failed"
+                if record.recoveries >= self.max_recoveries
+                else "will run again",
+                extra={
+                    "action": "recovered",
+                    "job_id": record.id,
+                    "task": record.task,
+                    "queue": record.queue,
+                },
+            )
+
+    def _flush(self) -> None:
+        outcomes = self._take_outbox()
+        if not outcomes:
+            return
+
+        try:
+            self.store.finish(self.name, outcomes)
+        except Exception:
+            self._return_to_outbox(outcomes)
+            raise
+        self._forget(outcomes)
+
+    def _add_to_outbox(self, outcome: Outcome) -> None:
+        with self._lock:
+            if not self._outbox.outcomes:
+                self._outbox.oldest = time.monotonic()
+            self._outbox.outcomes.append(outcome)
+
+    def _take_outbox(self) -> list[Outcome]:
+        with self._lock:
+            outcomes, self._outbox.outcomes = self._outbox.outcomes, []
+
+        return outcomes
+
+    def _return_to_outbox(self, outcomes: list[Outcome]) -> None:
+        with self._lock:
+            if not self._outbox.outcomes:
+                self._outbox.oldest = time.monotonic()
+            self._outbox.outcomes[:0] = outcomes
+
+    def _outbox_age(self) -> float:
+        with self._lock:
+            if not self._outbox.outcomes:
+                return 0.0
+
+            return time.monotonic() - self._outbox.oldest
+
+    def _forget(self, outcomes: list[Outcome]) -> None:
+        with self._lock:
+            for outcome in outcomes:
+                self._held.pop(outcome.job_id, None)
+
+    def _release_unstarted(self, batch: deque[JobRecord]) -> None:
+        if not batch:
+            return
+
+        job_ids = [record.id for record in batch]
+        try:
+            self.store.release(self.name, job_ids, started=False)
+        except Exception:
+            logger.exception(
+                "Worker %s could not hand back %d unstarted job(s); they run "
+                "again when their lease expires",
+                self.name,
+                len(job_ids),
+            )
+        with self._lock:
+            for job_id in job_ids:
+                self._held.pop(job_id, None)
+
+    def _hand_back_held(self) -> None:
+        """Hand back what is still held after the grace period: jobs whose
+        thread is still busy, and batches of threads that did not stop."""
+        with self._lock:
+            started = [i for i, held in self._held.items() if held.context]
+            unstarted = [i for i, held in self._held.items() if not held.context]
+            self._held.clear()
+
+        for job_ids, was_started in ((started, True), (unstarted, False)):
+            if not job_ids:
+                continue
+            released = self.store.release(self.name, job_ids, started=was_started)
+            logger.warning(
+                "Worker %s handed back %d %s job(s) at shutdown",
+                self.name,
+                released,
+                "interrupted" if was_started else "unstarted",
+                extra={"action": "handed_back", "worker": self.name},
+            )
+
+
+def _describe(error: BaseException) -> str:
+    return JobError.from_exception(error).to_json()
+
+
+def _traceback_of(outcome: Outcome) -> str:
+    return "" if outcome.error is None else JobError.from_json(outcome.error).traceback
