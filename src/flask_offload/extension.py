@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask, current_app, has_app_context
 
@@ -124,27 +124,15 @@ class Offload:
 
             state.app.before_request(start_on_first_request)
 
-    @overload
-    def task(self, function: Callable[P, R], /) -> Task[P, R]: ...
-
-    @overload
     def task(
         self,
-        *,
-        name: str | None = None,
-        queue: str = DEFAULT_QUEUE,
-        priority: int = 0,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
-
-    def task(
-        self,
-        function: Callable[..., Any] | None = None,
+        function: None = None,
         /,
         *,
         name: str | None = None,
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
-    ) -> Task[Any, Any] | Callable[[Callable[..., Any]], Task[Any, Any]]:
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@offload.task()`` or
         ``@offload.task(queue="reports", priority=5)``.
 
@@ -154,23 +142,25 @@ class Offload:
 
         :raises ValueError: if another function has that name already.
         """
+        if function is not None:
+            raise TypeError(
+                "Use @offload.task() with parentheses, or @offload.task(name=...)."
+            )
         defaults = EnqueueOptions().updated(queue=queue, priority=priority)
 
-        def register(function: Callable[..., Any]) -> Task[Any, Any]:
+        def register(function: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{function.__module__}.{function.__qualname__}"
             if task_name in self.tasks:
                 raise ValueError(
                     f"A task named {task_name!r} is registered already; give one "
                     f"of them another name with @offload.task(name=...)."
                 )
-            task: Task[Any, Any] = Task(
-                function, task_name, defaults, lambda: self.state().store
-            )
+            task = Task(function, task_name, defaults, lambda: self.state().store)
             self.tasks[task_name] = task
 
             return task
 
-        return register if function is None else register(function)
+        return register
 
     def state(self, app: Flask | None = None) -> OffloadState:
         """The state of ``app``, of the current app, or of the only app this
