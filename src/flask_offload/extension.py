@@ -42,16 +42,15 @@ class OffloadState:
         self.start_mode = StartMode.NEVER
         self._lock = threading.Lock()
 
-    def start_worker(self) -> Worker | None:
-        """Start the in-process worker unless it runs already or the app has
-        ``OFFLOAD_WORKER_THREADS = 0``."""
+    def start_worker(self, threads: int | None = None) -> Worker:
+        """Start the in-process worker unless it runs already."""
         with self._lock:
-            if self.worker is not None or self.settings.worker_threads == 0:
+            if self.worker is not None:
                 return self.worker
 
-            self.worker = self.offload.make_worker(
-                self.app, threads=self.settings.worker_threads
-            )
+            if threads is None:
+                threads = self.settings.worker_threads or 1
+            self.worker = self.offload.make_worker(self.app, threads=threads)
             self.worker.start()
 
             return self.worker
@@ -242,9 +241,15 @@ class Offload:
             job_context=app.app_context,
         )
 
-    def start_worker(self, app: Flask | None = None) -> Worker | None:
-        """Start the in-process worker now, if it is not running."""
-        return self.state(app).start_worker()
+    def start_worker(
+        self, app: Flask | None = None, *, threads: int | None = None
+    ) -> Worker:
+        """Start the in-process worker now, if it is not running, with
+        ``threads`` threads (default ``OFFLOAD_WORKER_THREADS``, at least 1).
+
+        The worker starts by itself in the serving process; call this where
+        it does not, for example in a test or a script."""
+        return self.state(app).start_worker(threads)
 
     def stop_worker(self, app: Flask | None = None, grace: float | None = None) -> None:
         """Stop the in-process worker: running jobs get ``grace`` seconds

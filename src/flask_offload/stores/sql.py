@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -366,14 +367,14 @@ class SQLStore(Store):
     def _wait(self, bell: Bell, timeout: float, worth_waking: Any) -> None:
         """Wait on this process's bell, and between rings look for commits made
         by other processes every ``poll_interval`` seconds."""
-        deadline = self.clock() + timeout
+        deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                return
+            remaining = max(0.0, deadline - time.monotonic())
             if bell.wait(min(self.poll_interval, remaining)):
                 return
             if self._changed_elsewhere() and worth_waking():
+                return
+            if time.monotonic() >= deadline:
                 return
 
     def _changed_elsewhere(self) -> bool:

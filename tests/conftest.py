@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def no_worker_threads_left() -> Iterator[None]:
+    """Fail any test that leaves a worker thread running, so one test's worker
+    cannot run another test's jobs."""
+    yield
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = [t.name for t in threading.enumerate() if t.name.startswith("offload-")]
+        if not left:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"The test left worker threads running: {left}")
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

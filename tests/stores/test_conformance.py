@@ -1,0 +1,458 @@
+"""The store contract, run against every store.
+
+Time-based behaviour (leases, recovery) is driven by a fake clock, so
+nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from flask_offload.records import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    JobError,
+    JobRecord,
+    Outcome,
+    new_job_id,
+)
+from flask_offload.stores import ListFilter, Store
+from tests.conftest import FakeClock
+
+LEASE = 30.0
+
+
+def make_job(
+    store: Store,
+    *,
+    task: str = "tasks.work",
+    queue: str = "default",
+    priority: int = 0,
+    run_at: float | None = None,
+) -> JobRecord:
+    now = store.clock()
+    job = JobRecord(
+        id=new_job_id(),
+        task=task,
+        arguments='{"args":[1],"kwargs":{}}',
+        queue=queue,
+        priority=priority,
+        enqueued_at=now,
+        run_at=now if run_at is None else run_at,
+    )
+
+    return store.enqueue(job)
+
+
+def succeeded(job: JobRecord, result: str = "42") -> Outcome:
+    return Outcome(job.id, job.attempts, SUCCEEDED, time.time(), result=result)
+
+
+def test_an_enqueued_job_reads_back_as_queued_with_its_fields(store: Store) -> None:
+    job = make_job(store, task="reports.build", queue="reports", priority=3)
+
+    stored = store.get(job.id)
+
+    assert stored is not None
+    assert (stored.task, stored.queue, stored.priority) == (
+        "reports.build",
+        "reports",
+        3,
+    )
+    assert stored.status == QUEUED
+    assert stored.arguments == '{"args":[1],"kwargs":{}}'
+    assert stored.attempts == 0
+
+
+def test_get_of_an_unknown_id_returns_none(store: Store) -> None:
+    assert store.get("no-such-job") is None
+
+
+def test_claim_hands_out_the_highest_priority_first_then_the_oldest(
+    store: Store, clock: FakeClock
+) -> None:
+    first = make_job(store)
+    clock.advance(1)
+    second = make_job(store)
+    urgent = make_job(store, priority=5)
+
+    claimed = store.claim("w1", None, 10, LEASE)
+
+    assert [job.id for job in claimed] == [urgent.id, first.id, second.id]
+
+
+def test_claim_marks_jobs_running_with_a_lease_and_an_attempt(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+
+    (job,) = store.claim("w1", None, 1, LEASE)
+
+    stored = store.get(job.id)
+    assert stored is not None
+    assert stored.status == RUNNING
+    assert stored.worker == "w1"
+    assert stored.attempts == 1
+    assert stored.lease_expires_at == pytest.approx(clock.now + LEASE)
+
+
+def test_claim_takes_no_more_than_the_limit(store: Store) -> None:
+    for _ in range(5):
+        make_job(store)
+
+    assert len(store.claim("w1", None, 3, LEASE)) == 3
+    assert len(store.claim("w2", None, 3, LEASE)) == 2
+    assert store.claim("w3", None, 3, LEASE) == []
+
+
+def test_claim_serves_only_the_queues_asked_for(store: Store) -> None:
+    mail = make_job(store, queue="mail")
+    make_job(store, queue="reports")
+
+    claimed = store.claim("w1", ["mail"], 10, LEASE)
+
+    assert [job.id for job in claimed] == [mail.id]
+
+
+def test_claim_skips_jobs_whose_run_time_has_not_come(
+    store: Store, clock: FakeClock
+) -> None:
+    later = make_job(store, run_at=clock.now + 60)
+
+    assert store.claim("w1", None, 10, LEASE) == []
+    clock.advance(61)
+    assert [job.id for job in store.claim("w1", None, 10, LEASE)] == [later.id]
+
+
+def test_concurrent_claims_never_hand_one_job_to_two_workers(store: Store) -> None:
+    for _ in range(200):
+        make_job(store)
+    handed_out: list[str] = []
+    lock = threading.Lock()
+
+    def claim_all(worker: str) -> None:
+        while batch := store.claim(worker, None, 7, LEASE):
+            with lock:
+                handed_out.extend(job.id for job in batch)
+
+    threads = [threading.Thread(target=claim_all, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(handed_out) == 200
+    assert Counter(handed_out).most_common(1)[0][1] == 1
+
+
+def test_finish_records_success_and_ends_the_lease(store: Store) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+
+    applied = store.finish("w1", [succeeded(job, result='{"n":1}')])
+
+    stored = store.get(job.id)
+    assert applied == [job.id]
+    assert stored is not None
+    assert stored.status == SUCCEEDED
+    assert stored.result == '{"n":1}'
+    assert stored.worker is None
+    assert stored.lease_expires_at is None
+    assert stored.finished_at is not None
+
+
+def test_finish_records_a_failure_with_its_error(store: Store) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    error = JobError("ValueError", "bad input", "Traceback ...")
+
+    store.finish(
+        "w1",
+        [Outcome(job.id, job.attempts, FAILED, time.time(), error=error.to_json())],
+    )
+
+    stored = store.get(job.id)
+    assert stored is not None
+    assert stored.status == FAILED
+    assert stored.error is not None
+    assert JobError.from_json(stored.error) == error
+
+
+def test_finish_from_a_worker_that_lost_the_lease_is_dropped(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    (stale,) = store.claim("w1", None, 1, LEASE)
+    clock.advance(LEASE + 1)
+    store.recover(max_recoveries=3)
+    (fresh,) = store.claim("w2", None, 1, LEASE)
+
+    assert store.finish("w1", [succeeded(stale, result='"stale"')]) == []
+    stored = store.get(fresh.id)
+    assert stored is not None
+    assert (stored.status, stored.worker) == (RUNNING, "w2")
+
+    assert store.finish("w2", [succeeded(fresh, result='"fresh"')]) == [fresh.id]
+    stored = store.get(fresh.id)
+    assert stored is not None
+    assert stored.result == '"fresh"'
+
+
+def test_finish_and_claim_reports_and_claims_in_one_call(store: Store) -> None:
+    make_job(store)
+    make_job(store)
+    (first,) = store.claim("w1", None, 1, LEASE)
+
+    applied, claimed = store.finish_and_claim("w1", [succeeded(first)], None, 5, LEASE)
+
+    assert applied == [first.id]
+    assert len(claimed) == 1
+    assert claimed[0].id != first.id
+
+
+def test_finish_keeps_progress_reported_with_the_outcome(store: Store) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    outcome = succeeded(job)
+    outcome.progress = '{"done":10,"total":10,"message":null}'
+
+    store.finish("w1", [outcome])
+
+    stored = store.get(job.id)
+    assert stored is not None
+    assert stored.progress == '{"done":10,"total":10,"message":null}'
+
+
+def test_heartbeat_extends_the_lease_of_held_jobs(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    clock.advance(LEASE - 1)
+
+    beat = store.heartbeat("w1", [job.id], LEASE)
+    clock.advance(LEASE - 1)
+
+    assert beat.lost == frozenset()
+    assert store.recover(max_recoveries=3) == []
+    stored = store.get(job.id)
+    assert stored is not None
+    assert stored.status == RUNNING
+
+
+def test_heartbeat_reports_jobs_the_worker_no_longer_holds(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    clock.advance(LEASE + 1)
+    store.recover(max_recoveries=3)
+
+    beat = store.heartbeat("w1", [job.id], LEASE)
+
+    assert beat.lost == frozenset({job.id})
+
+
+def test_heartbeat_reports_cancellation_requests(store: Store) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+
+    assert store.cancel(job.id) == RUNNING
+    beat = store.heartbeat("w1", [job.id], LEASE)
+
+    assert beat.cancel_requested == frozenset({job.id})
+
+
+def test_recover_returns_an_expired_job_to_the_queue(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    clock.advance(LEASE + 1)
+
+    recovered = store.recover(max_recoveries=3)
+
+    assert [r.id for r in recovered] == [job.id]
+    stored = store.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.worker, stored.recoveries) == (QUEUED, None, 1)
+    (again,) = store.claim("w2", None, 1, LEASE)
+    assert (again.id, again.attempts) == (job.id, 2)
+
+
+def test_recover_leaves_live_leases_alone(store: Store, clock: FakeClock) -> None:
+    make_job(store)
+    store.claim("w1", None, 1, LEASE)
+    clock.advance(LEASE - 1)
+
+    assert store.recover(max_recoveries=3) == []
+
+
+def test_recover_fails_a_job_whose_worker_died_too_often(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    for _ in range(2):
+        store.claim("w1", None, 1, LEASE)
+        clock.advance(LEASE + 1)
+        store.recover(max_recoveries=1)
+
+    (job,) = store.list_jobs(ListFilter())
+    assert job.status == FAILED
+    assert job.error is not None
+    error = JobError.from_json(job.error)
+    assert error.type == "WorkerLost"
+    assert "OFFLOAD_MAX_RECOVERIES" in error.message
+
+
+def test_release_hands_jobs_back_and_undoes_an_unstarted_attempt(
+    store: Store,
+) -> None:
+    make_job(store)
+    make_job(store)
+    first, second = store.claim("w1", None, 2, LEASE)
+
+    assert store.release("w1", [first.id], started=False) == 1
+    assert store.release("w1", [second.id], started=True) == 1
+
+    stored_first, stored_second = store.get(first.id), store.get(second.id)
+    assert stored_first is not None and stored_second is not None
+    assert (stored_first.status, stored_first.attempts) == (QUEUED, 0)
+    assert (stored_second.status, stored_second.attempts) == (QUEUED, 1)
+
+
+def test_release_ignores_jobs_held_by_another_worker(store: Store) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+
+    assert store.release("w2", [job.id], started=True) == 0
+
+
+def test_cancel_of_a_queued_job_means_it_never_runs(store: Store) -> None:
+    job = make_job(store)
+
+    assert store.cancel(job.id) == CANCELLED
+    assert store.claim("w1", None, 10, LEASE) == []
+
+
+def test_cancel_of_a_finished_job_changes_nothing(store: Store) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    store.finish("w1", [succeeded(job)])
+
+    assert store.cancel(job.id) == SUCCEEDED
+
+
+def test_cancel_of_an_unknown_job_returns_none(store: Store) -> None:
+    assert store.cancel("no-such-job") is None
+
+
+def test_set_progress_is_recorded_and_reports_cancellation(store: Store) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+
+    assert store.set_progress(job.id, "w1", 1, '{"done":1}') is False
+    store.cancel(job.id)
+    assert store.set_progress(job.id, "w1", 1, '{"done":2}') is True
+
+    stored = store.get(job.id)
+    assert stored is not None
+    assert stored.progress == '{"done":2}'
+
+
+def test_set_progress_from_a_stale_attempt_is_ignored(store: Store) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+
+    store.set_progress(job.id, "w1", 99, '{"done":1}')
+
+    stored = store.get(job.id)
+    assert stored is not None
+    assert stored.progress is None
+
+
+def test_counts_are_by_queue_and_status_with_every_status_present(
+    store: Store,
+) -> None:
+    make_job(store, queue="mail")
+    make_job(store, queue="mail")
+    make_job(store, queue="reports")
+    store.claim("w1", ["mail"], 1, LEASE)
+
+    counts = store.counts()
+
+    assert counts["mail"][QUEUED] == 1
+    assert counts["mail"][RUNNING] == 1
+    assert counts["reports"][QUEUED] == 1
+    assert set(counts["reports"]) == {
+        "scheduled",
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+    }
+
+
+def test_list_filters_and_pages_newest_first(store: Store) -> None:
+    jobs = [make_job(store, task=f"t{i % 2}") for i in range(6)]
+
+    newest = store.list_jobs(ListFilter(limit=2))
+    second_page = store.list_jobs(ListFilter(limit=2, offset=2))
+    of_task = store.list_jobs(ListFilter(task="t1"))
+
+    assert [job.id for job in newest] == [jobs[5].id, jobs[4].id]
+    assert [job.id for job in second_page] == [jobs[3].id, jobs[2].id]
+    assert [job.id for job in of_task] == [jobs[5].id, jobs[3].id, jobs[1].id]
+    assert store.list_jobs(ListFilter(status=RUNNING)) == []
+
+
+def test_purge_deletes_only_jobs_finished_before_the_cutoff(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    waiting = make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    outcome = succeeded(job)
+    outcome.finished_at = clock.now
+    store.finish("w1", [outcome])
+
+    assert store.purge(clock.now - 1) == 0
+    assert store.purge(clock.now + 1) == 1
+    assert store.get(job.id) is None
+    assert store.get(waiting.id) is not None
+
+
+def test_an_enqueue_wakes_a_waiting_worker_at_once(store: Store) -> None:
+    store.wait_for_work(0)  # forget earlier rings
+    woke = threading.Event()
+
+    def wait() -> None:
+        store.wait_for_work(10)
+        woke.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.05)
+    make_job(store)
+
+    assert woke.wait(2), "wait_for_work did not return after an enqueue"
+    waiter.join()
+
+
+def test_wait_for_work_returns_after_the_timeout_when_nothing_happens(
+    store: Store,
+) -> None:
+    store.wait_for_work(0)
+    started = time.monotonic()
+
+    store.wait_for_work(0.2)
+
+    assert time.monotonic() - started >= 0.15

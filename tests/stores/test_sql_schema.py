@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from flask_offload.stores import SQLStore
+from flask_offload.stores.sql_schema import (
+    CURRENT_VERSION,
+    installed_version,
+    meta,
+    metadata,
+    migrate,
+)
+
+
+def describe(url: str) -> dict[str, Any]:
+    """Tables, columns and indexes as the database reports them."""
+    inspector = inspect(create_engine(url))
+    described = {}
+    for table in sorted(inspector.get_table_names()):
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"])
+            for c in inspector.get_columns(table)
+        ]
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(table)
+        )
+        described[table] = {"columns": columns, "indexes": indexes}
+
+    return described
+
+
+def test_the_migrations_build_exactly_the_schema_the_metadata_describes(
+    tmp_path: Path,
+) -> None:
+    migrated = f"sqlite:///{tmp_path / 'migrated.sqlite3'}"
+    declared = f"sqlite:///{tmp_path / 'declared.sqlite3'}"
+    with create_engine(migrated).begin() as connection:
+        migrate(connection)
+    metadata.create_all(create_engine(declared))
+
+    assert describe(migrated) == describe(declared)
+
+
+def test_opening_a_new_file_records_the_current_schema_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'offload.sqlite3'}"
+    store = SQLStore(url)
+    store.open()
+    store.close()
+
+    with create_engine(url).connect() as connection:
+        assert installed_version(connection) == CURRENT_VERSION
+
+
+def test_opening_an_existing_file_twice_migrates_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'offload.sqlite3'}"
+    for _ in range(2):
+        store = SQLStore(url)
+        store.open()
+        store.close()
+
+    with create_engine(url).begin() as connection:
+        assert migrate(connection) == CURRENT_VERSION
+
+
+def test_a_file_from_a_newer_release_is_refused_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'offload.sqlite3'}"
+    with create_engine(url).begin() as connection:
+        migrate(connection)
+        connection.execute(meta.update().values(value=str(CURRENT_VERSION + 1)))
+
+    store = SQLStore(url)
+    with pytest.raises(RuntimeError, match="newer than this release knows"):
+        store.open()
+    store.close()

@@ -1,0 +1,431 @@
+"""Jobs run end to end: a Flask app, a real SQLite file, the in-process
+worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask, current_app
+
+from flask_offload import (
+    JobCancelled,
+    JobFailed,
+    Offload,
+    WaitTimeout,
+    current_job,
+)
+from tests.helpers import make_app
+
+
+@pytest.fixture
+def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
+    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
+    offload.init_app(app)
+    yield app, offload
+    offload.stop_worker(app, grace=5)
+
+
+def test_a_job_runs_in_an_app_context_and_its_result_is_kept(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    app.config["GREETING"] = "hello"
+
+    @offload.task()
+    def greet(name: str) -> str:
+        return f"{current_app.config['GREETING']} {name}"
+
+    job = greet.enqueue("ada")
+    offload.start_worker(app)
+
+    assert job.wait(timeout=10) == "hello ada"
+    assert job.status == "succeeded"
+    assert job.result == "hello ada"
+    assert job.attempts == 1
+    assert job.started_at is not None and job.finished_at is not None
+
+
+def test_a_view_that_enqueues_returns_before_the_job_ends(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    release = threading.Event()
+
+    @offload.task()
+    def slow() -> None:
+        release.wait(10)
+
+    @app.post("/start")
+    def start() -> dict[str, str]:
+        return {"id": slow.enqueue().id}
+
+    offload.start_worker(app)
+    response = app.test_client().post("/start")
+    job = offload.get_job(response.get_json()["id"])
+
+    assert job is not None
+    assert job.status in ("queued", "running")
+    release.set()
+    job.wait(timeout=10)
+    assert job.status == "succeeded"
+
+
+def test_a_failing_task_is_recorded_with_its_traceback_and_the_worker_goes_on(
+    app_and_offload: tuple[Flask, Offload], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, offload = app_and_offload
+
+    @offload.task(name="tests.broken")
+    def broken(n: int) -> None:
+        raise ValueError(f"cannot handle {n}")
+
+    @offload.task(name="tests.fine")
+    def fine() -> str:
+        return "ok"
+
+    caplog.set_level(logging.INFO, logger="flask_offload.worker")
+    failing, later = broken.enqueue(7), fine.enqueue()
+    offload.start_worker(app)
+
+    with pytest.raises(JobFailed) as raised:
+        failing.wait(timeout=10)
+    assert later.wait(timeout=10) == "ok"
+
+    error = raised.value.error
+    assert error is not None
+    assert (error.type, error.message) == ("ValueError", "cannot handle 7")
+    assert 'raise ValueError(f"cannot handle {n}")' in error.traceback
+    assert "failed: ValueError: cannot handle 7" in str(raised.value)
+
+    failure = next(r for r in caplog.records if r.levelno == logging.ERROR)
+    assert failure.getMessage().startswith(f"Job {failing.id} (tests.broken) failed")
+    assert failure.__dict__["action"] == "failed"
+    assert failure.__dict__["job_id"] == failing.id
+    success = next(r for r in caplog.records if r.__dict__.get("action") == "succeeded")
+    assert success.getMessage().startswith(f"Job {later.id} (tests.fine) succeeded in")
+    assert success.__dict__["task"] == "tests.fine"
+
+
+def test_progress_reported_by_a_task_is_visible_while_it_runs(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    reported, finish = threading.Event(), threading.Event()
+
+    @offload.task()
+    def steps() -> None:
+        current_job.set_progress(3, 10, "rendering")
+        reported.set()
+        finish.wait(10)
+
+    job = steps.enqueue()
+    offload.start_worker(app)
+    assert reported.wait(10)
+
+    progress = job.refresh().progress
+    assert progress is not None
+    assert (progress.done, progress.total, progress.message) == (3, 10, "rendering")
+    assert progress.fraction == pytest.approx(0.3)
+    finish.set()
+    job.wait(timeout=10)
+
+
+def test_the_last_progress_is_kept_even_when_reported_in_quick_succession(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+
+    @offload.task()
+    def fast_steps() -> None:
+        for done in range(1, 1001):
+            current_job.set_progress(done, 1000)
+
+    job = fast_steps.enqueue()
+    offload.start_worker(app)
+    job.wait(timeout=10)
+
+    progress = job.progress
+    assert progress is not None
+    assert progress.done == 1000
+
+
+def test_a_cancelled_queued_job_never_runs(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    ran = []
+
+    @offload.task()
+    def record() -> None:
+        ran.append(True)
+
+    job = record.enqueue()
+    assert job.cancel() == "cancelled"
+    after = record.enqueue()
+    offload.start_worker(app)
+    after.wait(timeout=10)
+
+    assert ran == [True]
+    with pytest.raises(JobCancelled):
+        job.wait(timeout=1)
+
+
+def test_a_running_job_sees_a_cancel_request_and_ends_as_cancelled(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    started = threading.Event()
+
+    @offload.task()
+    def long_loop() -> None:
+        started.set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            current_job.raise_if_cancelled()
+            time.sleep(0.01)
+
+    job = long_loop.enqueue()
+    offload.start_worker(app)
+    assert started.wait(10)
+
+    assert job.cancel() == "running"
+    with pytest.raises(JobCancelled):
+        job.wait(timeout=10)
+    assert job.status == "cancelled"
+
+
+def test_higher_priority_jobs_run_first(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    order: list[str] = []
+
+    @offload.task()
+    def note(label: str) -> None:
+        order.append(label)
+
+    jobs = [note.enqueue("low"), note.using(priority=10).enqueue("high")]
+    offload.start_worker(app)
+    for job in jobs:
+        job.wait(timeout=10)
+
+    assert order == ["high", "low"]
+
+
+def test_stats_count_jobs_by_queue_and_status(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    _, offload = app_and_offload
+
+    @offload.task()
+    def nothing() -> None:
+        pass
+
+    nothing.enqueue()
+    nothing.using(queue="mail").enqueue()
+    nothing.using(queue="mail").enqueue()
+
+    stats = offload.stats()
+    assert stats["default"]["queued"] == 1
+    assert stats["mail"]["queued"] == 2
+    assert stats["mail"]["succeeded"] == 0
+
+
+def test_a_job_of_an_unknown_task_fails_with_a_message_saying_why(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+
+    @offload.task(name="tests.renamed")
+    def renamed() -> None:
+        pass
+
+    job = renamed.enqueue()
+    del offload.tasks["tests.renamed"]
+    offload.start_worker(app)
+
+    with pytest.raises(JobFailed) as raised:
+        job.wait(timeout=10)
+    assert raised.value.error is not None
+    assert "No task named 'tests.renamed' is registered" in raised.value.error.message
+
+
+def test_a_result_json_cannot_carry_fails_the_job(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+
+    @offload.task()
+    def returns_object() -> object:
+        return object()
+
+    job = returns_object.enqueue()
+    offload.start_worker(app)
+
+    with pytest.raises(JobFailed, match="return value cannot be stored as JSON"):
+        job.wait(timeout=10)
+
+
+def test_an_async_task_runs_to_completion(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    import asyncio
+
+    app, offload = app_and_offload
+
+    @offload.task()
+    async def later(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n * 2
+
+    job = later.enqueue(21)
+    offload.start_worker(app)
+
+    assert job.wait(timeout=10) == 42
+
+
+def test_wait_gives_up_after_its_timeout_without_touching_the_job(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    _, offload = app_and_offload
+
+    @offload.task()
+    def never_run() -> None:
+        pass
+
+    job = never_run.enqueue()
+
+    with pytest.raises(WaitTimeout, match=r"is still queued after 0\.2 seconds"):
+        job.wait(timeout=0.2)
+    assert job.refresh().status == "queued"
+
+
+def test_arguments_json_cannot_carry_fail_at_enqueue_and_store_nothing(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    _, offload = app_and_offload
+
+    @offload.task(name="tests.takes_anything")
+    def takes_anything(value: object) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"Task 'tests\.takes_anything': positional"):
+        takes_anything.enqueue(object())
+    assert offload.stats() == {}
+
+
+def test_several_worker_threads_run_jobs_side_by_side(tmp_path: Path) -> None:
+    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
+    offload.init_app(app)
+    barrier = threading.Barrier(3, timeout=10)
+
+    @offload.task()
+    def meet() -> None:
+        barrier.wait()
+
+    jobs = [meet.enqueue() for _ in range(3)]
+    worker = offload.make_worker(app, threads=3)
+    worker.start()
+    try:
+        for job in jobs:
+            job.wait(timeout=10)
+    finally:
+        worker.stop()
+
+
+def test_stopping_hands_back_a_job_that_outlives_the_grace_period(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    started, release = threading.Event(), threading.Event()
+
+    @offload.task()
+    def stubborn() -> None:
+        started.set()
+        release.wait(10)
+
+    job = stubborn.enqueue()
+    offload.start_worker(app)
+    assert started.wait(10)
+
+    offload.stop_worker(app, grace=0.1)
+
+    assert job.refresh().status == "queued"
+    assert job.attempts == 1
+    release.set()
+
+
+def test_enqueue_outside_an_app_context_uses_the_only_app(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    _, offload = app_and_offload
+
+    @offload.task()
+    def anywhere() -> None:
+        pass
+
+    assert anywhere.enqueue().status == "queued"
+
+
+def test_with_two_apps_enqueue_needs_an_app_context(tmp_path: Path) -> None:
+    offload = Offload()
+    apps = []
+    for name in ("one", "two"):
+        app = Flask(name, instance_path=str(tmp_path / name))
+        app.config["OFFLOAD_WORKER_THREADS"] = 0
+        offload.init_app(app)
+        apps.append(app)
+
+    @offload.task()
+    def which() -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="initialised for several apps"):
+        which.enqueue()
+    with apps[1].app_context():
+        job = which.enqueue()
+    assert offload.state(apps[1]).store.get(job.id) is not None
+    assert offload.state(apps[0]).store.get(job.id) is None
+
+
+def test_current_job_outside_a_job_says_so() -> None:
+    with pytest.raises(RuntimeError, match="only available while a task runs"):
+        current_job.set_progress(1)
+
+
+def test_the_task_decorator_needs_parentheses() -> None:
+    offload = Offload()
+
+    with pytest.raises(TypeError, match=r"@offload.task\(\) with parentheses"):
+        offload.task(print)  # type: ignore[call-overload]
+
+
+def test_two_tasks_cannot_share_a_name() -> None:
+    offload = Offload()
+    offload.task(name="same")(print)
+
+    with pytest.raises(ValueError, match="'same' is registered already"):
+        offload.task(name="same")(repr)
+
+
+def test_an_unknown_enqueue_option_is_refused_naming_it() -> None:
+    offload = Offload()
+    task = offload.task()(print)
+
+    with pytest.raises(TypeError, match="Unknown enqueue option"):
+        task.using(prioritty=3)
+
+
+def test_calling_a_task_runs_the_function_here() -> None:
+    offload = Offload()
+
+    @offload.task()
+    def double(n: int) -> int:
+        return n * 2
+
+    assert double(4) == 8
