@@ -1,0 +1,88 @@
+"""An app for the tests that start real processes.
+
+Settings come from the environment, so each test process can be told where
+the shared instance folder is and how long leases last. Tasks leave their
+side effects as lines appended to ``events.log`` in the instance folder, so
+the test sees which process ran what, and how often.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+from flask import Flask, request
+
+from flask_offload import Offload, current_job
+
+offload = Offload()
+
+
+def events_file() -> Path:
+    return Path(os.environ["OFFLOAD_TEST_INSTANCE"]) / "events.log"
+
+
+def record_event(*words: object) -> None:
+    line = " ".join(str(word) for word in words) + "\n"
+    with open(events_file(), "a") as events:
+        events.write(line)
+
+
+@offload.task(name="record")
+def record(tag: str) -> None:
+    record_event("done", tag, os.getpid(), current_job.attempt)
+
+
+@offload.task(name="sleep_then_record")
+def sleep_then_record(tag: str, seconds: float) -> None:
+    record_event("start", tag, os.getpid(), current_job.attempt)
+    time.sleep(seconds)
+    record_event("done", tag, os.getpid(), current_job.attempt)
+
+
+def create_app() -> Flask:
+    app = Flask(__name__, instance_path=os.environ["OFFLOAD_TEST_INSTANCE"])
+    app.config["OFFLOAD_LEASE_SECONDS"] = float(
+        os.environ.get("OFFLOAD_TEST_LEASE", "30")
+    )
+    app.config["OFFLOAD_WORKER_THREADS"] = int(
+        os.environ.get("OFFLOAD_TEST_THREADS", "1")
+    )
+    app.config["OFFLOAD_SHUTDOWN_GRACE"] = float(
+        os.environ.get("OFFLOAD_TEST_GRACE", "2")
+    )
+    offload.init_app(app)
+
+    @app.post("/enqueue")
+    def enqueue() -> dict[str, list[str]]:
+        count = int(request.args.get("count", "1"))
+        seconds = float(request.args.get("seconds", "0"))
+        prefix = request.args.get("tag", "job")
+        ids = []
+        for number in range(count):
+            tag = f"{prefix}-{number}"
+            if seconds:
+                job = sleep_then_record.enqueue(tag, seconds)
+            else:
+                job = record.enqueue(tag)
+            ids.append(job.id)
+        return {"ids": ids}
+
+    @app.get("/stats")
+    def stats() -> dict[str, dict[str, int]]:
+        return dict(offload.stats())
+
+    @app.get("/pid")
+    def pid() -> dict[str, int]:
+        return {"pid": os.getpid()}
+
+    @app.cli.command("enqueue-some")
+    @click.argument("count", type=int)
+    def enqueue_some(count: int) -> None:
+        """Enqueue COUNT jobs and exit, as a cron script would."""
+        for number in range(count):
+            record.enqueue(f"cli-{number}")
+
+    return app

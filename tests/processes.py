@@ -1,0 +1,115 @@
+"""Start and stop real app processes for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+FLASK = [sys.executable, "-m", "flask", "--app", "tests.apps.jobs_app:create_app"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+
+    return port
+
+
+def app_environment(instance: Path, **settings: str) -> dict[str, str]:
+    env = dict(os.environ, OFFLOAD_TEST_INSTANCE=str(instance), PYTHONPATH=str(ROOT))
+    env.update(
+        {f"OFFLOAD_TEST_{key.upper()}": value for key, value in settings.items()}
+    )
+
+    return env
+
+
+class Server:
+    """``flask run`` in a subprocess, in its own process group."""
+
+    def __init__(self, instance: Path, *extra: str, **settings: str) -> None:
+        self.port = free_port()
+        self.log = instance / f"server-{self.port}.log"
+        with self.log.open("w") as output:
+            self.process = subprocess.Popen(
+                [*FLASK, "run", "--port", str(self.port), *extra],
+                cwd=ROOT,
+                env=app_environment(instance, **settings),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_until_serving()
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"The server exited:\n{self.log.read_text()}")
+            try:
+                self.get("/pid")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"The server did not start:\n{self.log.read_text()}")
+
+    def get(self, path: str) -> Any:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    def post(self, path: str) -> Any:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        request = urllib.request.Request(url, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def signal(self, signum: int) -> None:
+        """Signal every process of the server (the reloader's child too)."""
+        os.killpg(self.process.pid, signum)
+        self.process.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.signal(signal.SIGINT)
+
+
+def run_flask_command(instance: Path, *args: str, **settings: str) -> str:
+    done = subprocess.run(
+        [*FLASK, *args],
+        cwd=ROOT,
+        env=app_environment(instance, **settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    return done.stdout
+
+
+def read_events(instance: Path) -> list[list[str]]:
+    path = instance / "events.log"
+    if not path.exists():
+        return []
+
+    return [line.split() for line in path.read_text().splitlines()]
+
+
+def wait_for(condition: Any, timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"Timed out after {timeout} s waiting for {what}.")
