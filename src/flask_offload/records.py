@@ -53,7 +53,7 @@ def new_job_id() -> str:
     global _last_id
 
     millis = time.time_ns() // 1_000_000
-    random = int.from_bytes(secrets.token_bytes(10))
+    random = int.from_bytes(secrets.token_bytes(10), "big")
     value = (
         (millis & (2**48 - 1)) << 80
         | 0x7 << 76

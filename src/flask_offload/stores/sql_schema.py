@@ -51,10 +51,17 @@ jobs = Table(
     Column("result", Text),
     Column("error", Text),
     Column("progress", Text),
-    # The claim reads this index in order: ready jobs, best priority first.
-    Index("ix_offload_jobs_ready", "status", "priority", "run_at"),
     Index("ix_offload_jobs_lease", "status", "lease_expires_at"),
     Index("ix_offload_jobs_queue_status", "queue", "status"),
+)
+# A claim reads this index in its own order (best priority, then oldest run
+# time) and stops at its limit, instead of sorting every queued job.
+Index(
+    "ix_offload_jobs_ready",
+    jobs.c.status,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
 )
 
 meta = Table(
@@ -76,7 +83,7 @@ def _create_version_1(connection: Connection) -> None:
         Column("key", String(64), primary_key=True),
         Column("value", String(255), nullable=False),
     )
-    Table(
+    v1_jobs = Table(
         "offload_jobs",
         v1,
         Column("id", String(32), primary_key=True),
@@ -97,9 +104,15 @@ def _create_version_1(connection: Connection) -> None:
         Column("result", Text),
         Column("error", Text),
         Column("progress", Text),
-        Index("ix_offload_jobs_ready", "status", "priority", "run_at"),
         Index("ix_offload_jobs_lease", "status", "lease_expires_at"),
         Index("ix_offload_jobs_queue_status", "queue", "status"),
+    )
+    Index(
+        "ix_offload_jobs_ready",
+        v1_jobs.c.status,
+        v1_jobs.c.priority.desc(),
+        v1_jobs.c.run_at,
+        v1_jobs.c.id,
     )
     v1.create_all(connection)
 
