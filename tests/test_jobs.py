@@ -429,3 +429,56 @@ def test_calling_a_task_runs_the_function_here() -> None:
         return n * 2
 
     assert double(4) == 8
+
+
+def wait_until_idle(offload: Offload, app: Flask) -> None:
+    worker = offload.state(app).worker
+    assert worker is not None
+    deadline = time.monotonic() + 10
+    while worker._idle_threads == 0:
+        assert time.monotonic() < deadline, "the worker never became idle"
+        time.sleep(0.005)
+
+
+def test_a_job_enqueued_while_a_thread_is_idle_is_handed_to_it_already_claimed(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    release = threading.Event()
+
+    @offload.task()
+    def held() -> None:
+        release.wait(10)
+
+    offload.start_worker(app)
+    wait_until_idle(offload, app)
+
+    job = held.enqueue()
+
+    assert job.status == "running"
+    assert job.attempts == 1
+    release.set()
+    job.wait(timeout=10)
+    assert job.refresh().attempts == 1
+
+
+def test_a_job_for_a_queue_this_worker_does_not_serve_is_not_handed_to_it(
+    tmp_path: Path,
+) -> None:
+    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
+    offload.init_app(app)
+
+    @offload.task()
+    def mail() -> None:
+        pass
+
+    state = offload.state(app)
+    state.worker = offload.make_worker(app, threads=1, queues=["reports"])
+    state.worker.start()
+    try:
+        wait_until_idle(offload, app)
+        job = mail.using(queue="mail").enqueue()
+        time.sleep(0.2)
+        assert job.refresh().status == "queued"
+    finally:
+        offload.stop_worker(app)

@@ -154,7 +154,7 @@ class Offload:
                     f"A task named {task_name!r} is registered already; give one "
                     f"of them another name with @offload.task(name=...)."
                 )
-            task = Task(function, task_name, defaults, lambda: self.state().store)
+            task = Task(function, task_name, defaults, self.state)
             self.tasks[task_name] = task
 
             return task

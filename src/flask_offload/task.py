@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from .codec import encode_arguments
 from .job import Job
@@ -13,6 +13,16 @@ from .records import DEFAULT_QUEUE, QUEUED, JobRecord, new_job_id
 
 if TYPE_CHECKING:
     from .stores.base import Store
+    from .worker import Worker
+
+
+class EnqueueTarget(Protocol):
+    """Where a task's jobs go: the app's store, and the worker running in
+    this process, if any."""
+
+    store: Store
+    worker: Worker | None
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,12 +66,12 @@ class Task(Generic[P, R]):
         function: Callable[P, R],
         name: str,
         options: EnqueueOptions,
-        store: Callable[[], Store],
+        target: Callable[[], EnqueueTarget],
     ) -> None:
         self.function = function
         self.name = name
         self.options = options
-        self._store = store
+        self._target = target
         functools.update_wrapper(self, function)
 
     def __repr__(self) -> str:
@@ -90,7 +100,8 @@ class Task(Generic[P, R]):
     def _enqueue(
         self, options: EnqueueOptions, args: Any, kwargs: dict[str, Any]
     ) -> Job:
-        store = self._store()
+        target = self._target()
+        store = target.store
         now = store.clock()
         record = JobRecord(
             id=new_job_id(),
@@ -103,7 +114,20 @@ class Task(Generic[P, R]):
             run_at=now,
         )
 
-        return Job(store, store.enqueue(record))
+        worker = target.worker
+        if worker is None or not worker.reserve_thread(record.queue):
+            return Job(store, store.enqueue(record))
+
+        # A thread of this process's worker is idle: store the job as already
+        # claimed by it and hand it over, which saves the worker a claim.
+        try:
+            stored = store.enqueue(worker.claimed_now(record))
+        except BaseException:
+            worker.unreserve_thread()
+            raise
+        worker.hand_over(stored)
+
+        return Job(store, stored)
 
 
 class BoundTask(Generic[P, R]):

@@ -14,6 +14,7 @@ dies is lost, and its job runs again after its lease expires.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -30,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 from .codec import decode_arguments, encode_result
 from .context import JobContext, _current_job
 from .errors import JobCancelled
-from .records import CANCELLED, FAILED, SUCCEEDED, JobError, JobRecord, Outcome
+from .records import (
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    JobError,
+    JobRecord,
+    Outcome,
+)
 
 if TYPE_CHECKING:
     from .stores.base import Store
@@ -110,6 +119,9 @@ class Worker:
         self._executors: list[threading.Thread] = []
         self._housekeeper: threading.Thread | None = None
         self._typical_duration = BATCH_SECONDS
+        self._idle_threads = 0
+        self._reserved_threads = 0
+        self._handed_over: deque[JobRecord] = deque()
 
     @property
     def is_running(self) -> bool:
@@ -163,13 +175,54 @@ class Worker:
             extra={"action": "worker_stopped", "worker": self.name},
         )
 
+    def reserve_thread(self, queue: str) -> bool:
+        """Reserve an idle thread for a job of ``queue`` about to be enqueued
+        in this process, so that :meth:`hand_over` can start it without a
+        claim. Returns False when no thread is idle or the queue is not
+        served here; then the job is simply enqueued."""
+        if self._stopping.is_set() or (
+            self.queues is not None and queue not in self.queues
+        ):
+            return False
+
+        with self._lock:
+            if self._idle_threads > self._reserved_threads:
+                self._reserved_threads += 1
+                return True
+
+        return False
+
+    def unreserve_thread(self) -> None:
+        with self._lock:
+            self._reserved_threads -= 1
+
+    def claimed_now(self, record: JobRecord) -> JobRecord:
+        """``record`` as a claim by this worker would leave it."""
+        now = self.store.clock()
+
+        return dataclasses.replace(
+            record,
+            status=RUNNING,
+            worker=self.name,
+            attempts=record.attempts + 1,
+            started_at=now,
+            lease_expires_at=now + self.lease,
+        )
+
+    def hand_over(self, record: JobRecord) -> None:
+        """Give a reserved thread a job stored as claimed by this worker."""
+        with self._lock:
+            self._held[record.id] = _Held(record)
+            self._handed_over.append(record)
+        self.store.wake_waiters()
+
     def _execute(self) -> None:
         batch: deque[JobRecord] = deque()
         while not self._stopping.is_set():
             if not batch:
-                batch.extend(self._report_and_claim())
+                batch.extend(self._take_handed_over() or self._report_and_claim())
                 if not batch:
-                    self.store.wait_for_work(IDLE_WAIT)
+                    self._wait_for_work()
                     continue
 
             self._run(batch.popleft())
@@ -177,6 +230,23 @@ class Worker:
                 self._flush()
 
         self._release_unstarted(batch)
+
+    def _take_handed_over(self) -> list[JobRecord]:
+        with self._lock:
+            if not self._handed_over:
+                return []
+            self._reserved_threads -= 1
+
+            return [self._handed_over.popleft()]
+
+    def _wait_for_work(self) -> None:
+        with self._lock:
+            self._idle_threads += 1
+        try:
+            self.store.wait_for_work(IDLE_WAIT)
+        finally:
+            with self._lock:
+                self._idle_threads -= 1
 
     def _report_and_claim(self) -> list[JobRecord]:
         outcomes = self._take_outbox()
