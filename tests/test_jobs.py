@@ -72,7 +72,8 @@ def test_a_view_that_enqueues_returns_before_the_job_ends(
     assert job.status in ("queued", "running")
     release.set()
     job.wait(timeout=10)
-    assert job.status == "succeeded"
+    final: str = job.status
+    assert final == "succeeded"
 
 
 def test_a_failing_task_is_recorded_with_its_traceback_and_the_worker_goes_on(
@@ -402,7 +403,7 @@ def test_the_task_decorator_needs_parentheses() -> None:
     offload = Offload()
 
     with pytest.raises(TypeError, match=r"@offload.task\(\) with parentheses"):
-        offload.task(print)  # type: ignore[call-overload]
+        offload.task(print)  # type: ignore[arg-type]
 
 
 def test_two_tasks_cannot_share_a_name() -> None:
