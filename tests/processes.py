@@ -34,15 +34,30 @@ def app_environment(instance: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-class Server:
-    """``flask run`` in a subprocess, in its own process group."""
+GUNICORN = [sys.executable, "-m", "gunicorn"]
+GUNICORN_APP = "tests.apps.jobs_app:create_app()"
 
-    def __init__(self, instance: Path, *extra: str, **settings: str) -> None:
+
+class Server:
+    """``flask run`` (or another server command) in a subprocess, in its own
+    process group."""
+
+    def __init__(
+        self,
+        instance: Path,
+        *extra: str,
+        command: list[str] | None = None,
+        **settings: str,
+    ) -> None:
         self.port = free_port()
         self.log = instance / f"server-{self.port}.log"
+        if command is None:
+            command = [*FLASK, "run", "--port", str(self.port)]
+        else:
+            command = [*command, "--bind", f"127.0.0.1:{self.port}"]
         with self.log.open("w") as output:
             self.process = subprocess.Popen(
-                [*FLASK, "run", "--port", str(self.port), *extra],
+                [*command, *extra],
                 cwd=ROOT,
                 env=app_environment(instance, **settings),
                 stdout=output,

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from flask_offload.stores import SQLStore
-from tests.processes import Server, read_events, run_flask_command, wait_for
+from tests.processes import (
+    GUNICORN,
+    GUNICORN_APP,
+    Server,
+    read_events,
+    run_flask_command,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -122,3 +129,21 @@ def test_the_dev_server_reloader_runs_one_worker_in_the_serving_process(
 
     wait_for(lambda: len(done_tags(tmp_path)) == 20, what="20 jobs to run")
     assert {event[2] for event in read_events(tmp_path)} == {str(serving_pid)}
+
+
+def test_with_gunicorn_preload_jobs_run_in_the_workers_not_the_master(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    server = Server(
+        tmp_path, "--preload", "--workers", "2", GUNICORN_APP, command=GUNICORN
+    )
+    servers.append(server)
+    master_pid = str(server.process.pid)
+
+    for batch in range(4):
+        server.post(f"/enqueue?count=5&seconds=0.05&tag=batch{batch}")
+
+    wait_for(lambda: len(done_tags(tmp_path)) == 20, what="20 jobs to run")
+    ran_in = {event[2] for event in read_events(tmp_path)}
+    assert master_pid not in ran_in
+    assert max(done_tags(tmp_path).values()) == 1

@@ -217,6 +217,20 @@ class Worker:
         self.store.wake_waiters()
 
     def _execute(self) -> None:
+        try:
+            self._execute_until_stopped()
+        except BaseException:
+            logger.critical(
+                "Worker %s: thread %s died; jobs it held run again when their "
+                "lease expires",
+                self.name,
+                threading.current_thread().name,
+                exc_info=True,
+                extra={"action": "worker_died", "worker": self.name},
+            )
+            raise
+
+    def _execute_until_stopped(self) -> None:
         batch: deque[JobRecord] = deque()
         while not self._stopping.is_set():
             if not batch:
