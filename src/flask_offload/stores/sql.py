@@ -31,6 +31,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -58,6 +59,10 @@ logger = logging.getLogger(__name__)
 SQLITE_SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _COLUMNS = tuple(jobs.c)
+# Written as literals, not parameters, so that SQLite can see at prepare time
+# that the partial indexes on these statuses apply.
+_IS_QUEUED = jobs.c.status == literal_column(f"'{QUEUED}'")
+_IS_RUNNING = jobs.c.status == literal_column(f"'{RUNNING}'")
 _FIELD_NAMES = tuple(column.name for column in _COLUMNS)
 
 
@@ -195,7 +200,7 @@ class SQLStore(Store):
         if not wanted:
             return Heartbeat(cancel_requested=frozenset(), lost=frozenset())
 
-        held = and_(jobs.c.status == RUNNING, jobs.c.worker == worker)
+        held = and_(_IS_RUNNING, jobs.c.worker == worker)
         with self._write() as connection:
             connection.execute(
                 update(jobs)
@@ -226,7 +231,7 @@ class SQLStore(Store):
                 update(jobs)
                 .where(
                     jobs.c.id.in_(wanted),
-                    jobs.c.status == RUNNING,
+                    _IS_RUNNING,
                     jobs.c.worker == worker,
                 )
                 .values(
@@ -244,7 +249,7 @@ class SQLStore(Store):
 
     def recover(self, max_recoveries: int) -> list[JobRecord]:
         now = self.clock()
-        expired = and_(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
+        expired = and_(_IS_RUNNING, jobs.c.lease_expires_at < now)
 
         # A read first, so that the common case (nothing expired) never takes
         # the write lock.
@@ -325,7 +330,7 @@ class SQLStore(Store):
                 update(jobs)
                 .where(
                     jobs.c.id == bindparam("b_id"),
-                    jobs.c.status == RUNNING,
+                    _IS_RUNNING,
                     jobs.c.worker == bindparam("b_worker"),
                     jobs.c.attempts == bindparam("b_attempt"),
                 )
@@ -354,7 +359,7 @@ class SQLStore(Store):
             )
             connection.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == RUNNING)
+                .where(jobs.c.id == job_id, _IS_RUNNING)
                 .values(cancel_requested=True)
             )
             status = connection.execute(
@@ -417,7 +422,7 @@ class SQLStore(Store):
         with self._read() as connection:
             row = connection.execute(
                 select(jobs.c.id)
-                .where(jobs.c.status == QUEUED, jobs.c.run_at <= self.clock())
+                .where(_IS_QUEUED, jobs.c.run_at <= self.clock())
                 .limit(1)
             ).first()
 
@@ -600,7 +605,7 @@ _FINISH = (
 def _claim_statement(queues: Sequence[str] | None) -> ClauseElement:
     ready = (
         select(jobs.c.id)
-        .where(jobs.c.status == QUEUED, jobs.c.run_at <= bindparam("b_now"))
+        .where(_IS_QUEUED, jobs.c.run_at <= bindparam("b_now"))
         .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
         .limit(bindparam("b_limit"))
     )
@@ -629,7 +634,7 @@ def _held_statement(count: int) -> ClauseElement:
 
     return select(jobs.c.id, jobs.c.attempts).where(
         jobs.c.id.in_(ids),
-        jobs.c.status == RUNNING,
+        _IS_RUNNING,
         jobs.c.worker == bindparam("b_worker"),
     )
 

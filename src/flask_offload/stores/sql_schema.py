@@ -25,67 +25,22 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    literal_column,
     select,
 )
 
-metadata = MetaData()
 
-jobs = Table(
-    "offload_jobs",
-    metadata,
-    Column("id", String(32), primary_key=True),
-    Column("task", String(255), nullable=False),
-    Column("queue", String(255), nullable=False),
-    Column("priority", Integer, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("arguments", Text, nullable=False),
-    Column("enqueued_at", Float, nullable=False),
-    Column("run_at", Float, nullable=False),
-    Column("started_at", Float),
-    Column("finished_at", Float),
-    Column("attempts", Integer, nullable=False),
-    Column("recoveries", Integer, nullable=False),
-    Column("worker", String(255)),
-    Column("lease_expires_at", Float),
-    Column("cancel_requested", Boolean, nullable=False),
-    Column("result", Text),
-    Column("error", Text),
-    Column("progress", Text),
-    Index("ix_offload_jobs_lease", "status", "lease_expires_at"),
-    Index("ix_offload_jobs_queue_status", "queue", "status"),
-)
-# A claim reads this index in its own order (best priority, then oldest run
-# time) and stops at its limit, instead of sorting every queued job.
-Index(
-    "ix_offload_jobs_ready",
-    jobs.c.status,
-    jobs.c.priority.desc(),
-    jobs.c.run_at,
-    jobs.c.id,
-)
+def _define_version_1(metadata: MetaData) -> Table:
+    """Add the version 1 tables to ``metadata`` and return the jobs table.
 
-meta = Table(
-    "offload_meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", String(255), nullable=False),
-)
-
-SCHEMA_VERSION_KEY = "schema_version"
-
-
-def _create_version_1(connection: Connection) -> None:
-    """The first schema: the jobs table and the meta table."""
-    v1 = MetaData()
-    Table(
-        "offload_meta",
-        v1,
-        Column("key", String(64), primary_key=True),
-        Column("value", String(255), nullable=False),
-    )
-    v1_jobs = Table(
+    The current schema is still version 1, so ``metadata`` below is built by
+    this function too. When a release changes the schema, the current tables
+    get a definition of their own and this one stays as it is, because the
+    first migration step must keep building exactly version 1.
+    """
+    jobs = Table(
         "offload_jobs",
-        v1,
+        metadata,
         Column("id", String(32), primary_key=True),
         Column("task", String(255), nullable=False),
         Column("queue", String(255), nullable=False),
@@ -104,17 +59,55 @@ def _create_version_1(connection: Connection) -> None:
         Column("result", Text),
         Column("error", Text),
         Column("progress", Text),
-        Index("ix_offload_jobs_lease", "status", "lease_expires_at"),
         Index("ix_offload_jobs_queue_status", "queue", "status"),
+        # Ids are time-ordered, so on SQLite the table itself is kept in id
+        # order and needs no separate index for its primary key.
+        sqlite_with_rowid=False,
     )
+
+    # Partial indexes: each holds only the jobs in one status, so it stays
+    # small however many finished jobs the table keeps, and a job enters or
+    # leaves it only when its status changes. A claim reads the first in its
+    # own order (best priority, then oldest run time) and stops at its limit.
+    queued = jobs.c.status == literal_column("'queued'")
     Index(
         "ix_offload_jobs_ready",
-        v1_jobs.c.status,
-        v1_jobs.c.priority.desc(),
-        v1_jobs.c.run_at,
-        v1_jobs.c.id,
+        jobs.c.priority.desc(),
+        jobs.c.run_at,
+        jobs.c.id,
+        sqlite_where=queued,
+        postgresql_where=queued,
     )
-    v1.create_all(connection)
+    running = jobs.c.status == literal_column("'running'")
+    Index(
+        "ix_offload_jobs_lease",
+        jobs.c.lease_expires_at,
+        sqlite_where=running,
+        postgresql_where=running,
+    )
+
+    Table(
+        "offload_meta",
+        metadata,
+        Column("key", String(64), primary_key=True),
+        Column("value", String(255), nullable=False),
+    )
+
+    return jobs
+
+
+metadata = MetaData()
+jobs = _define_version_1(metadata)
+meta = metadata.tables["offload_meta"]
+
+SCHEMA_VERSION_KEY = "schema_version"
+
+
+def _create_version_1(connection: Connection) -> None:
+    """The first schema: the jobs table and the meta table."""
+    version_1 = MetaData()
+    _define_version_1(version_1)
+    version_1.create_all(connection)
 
 
 #: Migration steps in order; step ``n`` (1-based) brings a database from
