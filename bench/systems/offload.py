@@ -39,12 +39,13 @@ class OffloadSystem:
         self._task.enqueue(number)
 
     def start_worker(self) -> None:
-        self._worker = self._offload.make_worker(self._app, threads=1)
-        self._worker.start()
+        # The worker a user gets: attached to the app, so an enqueue in this
+        # process can hand a job straight to an idle thread.
+        self._worker = self._offload.start_worker(self._app, threads=1)
 
     def stop_worker(self) -> None:
         if self._worker is not None:
-            self._worker.stop()
+            self._offload.stop_worker(self._app)
             self._worker = None
 
     def wait_for_outcomes(self, total: int, timeout: float) -> None:
@@ -72,7 +73,7 @@ class OffloadSystem:
             "store": store.describe(),
             "sqlite_journal_mode": str(journal),
             "sqlite_synchronous": SYNCHRONOUS_NAMES.get(int(level or 0), str(level)),
-            "worker": "offload.make_worker(app, threads=1)",
+            "worker": "offload.start_worker(app, threads=1)",
         }
 
     def close(self) -> None:
