@@ -49,8 +49,7 @@ def demo_client(instance: Path, **config: Any) -> Iterator[FlaskClient]:
     try:
         yield app.test_client()
     finally:
-        offload.stop_worker(app)
-        offload.state(app).store.close()
+        offload.close(app)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
     app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
     offload.init_app(app)
     yield app, offload
-    offload.stop_worker(app, grace=5)
+    offload.close(app)
 
 
 def test_a_job_runs_in_an_app_context_and_its_result_is_kept(
@@ -483,3 +483,15 @@ def test_a_job_for_a_queue_this_worker_does_not_serve_is_not_handed_to_it(
         assert job.refresh().status == "queued"
     finally:
         offload.stop_worker(app)
+
+
+def test_close_stops_the_worker_and_forgets_the_app(tmp_path: Path) -> None:
+    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
+    offload.init_app(app)
+    offload.start_worker(app)
+
+    offload.close(app)
+
+    assert "offload" not in app.extensions
+    with pytest.raises(RuntimeError, match="not initialised for any app"):
+        offload.stats()

@@ -12,11 +12,12 @@ from .errors import (
 )
 from .extension import Offload
 from .job import Job
-from .records import JobError, Progress
+from .records import STATUSES, JobError, Progress, Status
 from .task import Task
 from .worker import Worker
 
 __all__ = [
+    "STATUSES",
     "ConfigurationError",
     "Job",
     "JobCancelled",
@@ -26,6 +27,7 @@ __all__ = [
     "Offload",
     "OffloadError",
     "Progress",
+    "Status",
     "Task",
     "WaitTimeout",
     "Worker",

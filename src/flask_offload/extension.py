@@ -40,6 +40,7 @@ class OffloadState:
         self.store = _make_store(settings)
         self.worker: Worker | None = None
         self.start_mode = StartMode.NEVER
+        self.closed = False
         self._lock = threading.Lock()
 
     def start_worker(self, threads: int | None = None) -> Worker:
@@ -63,9 +64,18 @@ class OffloadState:
                 grace = self.settings.shutdown_grace
             worker.stop(grace)
 
+    def close(self) -> None:
+        self.stop_worker()
+        self.store.close()
+        self.closed = True
+        atexit.unregister(self.stop_worker)
+
     def after_fork_in_child(self) -> None:
         """Threads do not survive a fork: drop the parent's worker and
         connections, and start a worker here if this is a server's child."""
+        if self.closed:
+            return
+
         self._lock = threading.Lock()
         self.store.after_fork()
         self.worker = None
@@ -186,6 +196,15 @@ class Offload:
             "Flask-Offload is initialised for several apps; enqueue inside an "
             "app context (with app.app_context():) to say which one."
         )
+
+    def close(self, app: Flask | None = None) -> None:
+        """Stop the app's worker (see :meth:`stop_worker`), close its store and
+        forget the app. For tests that build many apps; a served app needs
+        nothing of the kind, as the worker stops by itself at exit."""
+        state = self.state(app)
+        state.close()
+        self._states.remove(state)
+        del state.app.extensions[EXTENSION_KEY]
 
     @property
     def store(self) -> Store:
