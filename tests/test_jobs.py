@@ -19,6 +19,8 @@ from flask_offload import (
     WaitTimeout,
     current_job,
 )
+from flask_offload.records import JobRecord
+from flask_offload.stores import SQLStore
 from tests.helpers import make_app
 
 
@@ -495,3 +497,42 @@ def test_close_stops_the_worker_and_forgets_the_app(tmp_path: Path) -> None:
     assert "offload" not in app.extensions
     with pytest.raises(RuntimeError, match="not initialised for any app"):
         offload.stats()
+
+
+def test_a_job_longer_than_its_lease_keeps_it_while_its_worker_lives(
+    tmp_path: Path,
+) -> None:
+    settings = {"OFFLOAD_WORKER_THREADS": 0, "OFFLOAD_LEASE_SECONDS": 0.6}
+    app, offload = make_app(tmp_path, **settings)
+    other_app, other = make_app(tmp_path, **settings)
+    offload.init_app(app)
+    other.init_app(other_app)
+
+    @offload.task(name="tests.outlives_lease")
+    def outlives_lease() -> None:
+        time.sleep(2)
+
+    # A second worker on the same file that serves no queue of this job but
+    # recovers expired leases, as another process would.
+    recoverer = other.make_worker(other_app, threads=1, queues=["elsewhere"])
+    recoverer.start()
+    offload.start_worker(app)
+    try:
+        job = outlives_lease.enqueue()
+        job.wait(timeout=10)
+    finally:
+        recoverer.stop()
+        offload.close(app)
+        other.close(other_app)
+
+    stored = offload_store_record(tmp_path, job.id)
+    assert (stored.status, stored.attempts, stored.recoveries) == ("succeeded", 1, 0)
+
+
+def offload_store_record(instance: Path, job_id: str) -> JobRecord:
+    store = SQLStore(f"sqlite:///{instance / 'offload.sqlite3'}")
+    record = store.get(job_id)
+    store.close()
+    assert record is not None
+
+    return record
