@@ -212,8 +212,16 @@ class Worker:
     def hand_over(self, record: JobRecord) -> None:
         """Give a reserved thread a job stored as claimed by this worker."""
         with self._lock:
-            self._held[record.id] = _Held(record)
-            self._handed_over.append(record)
+            stopped = self._stopping.is_set()
+            if not stopped:
+                self._held[record.id] = _Held(record)
+                self._handed_over.append(record)
+        if stopped:
+            # The worker stopped between the reservation and now: no thread
+            # will take the job, so hand it back to the queue at once.
+            self.store.release(self.name, [record.id], started=False)
+            return
+
         self.store.wake_waiters()
 
     def _execute(self) -> None:
