@@ -28,6 +28,7 @@ def test_an_unknown_setting_fails_at_init_app_naming_the_key(tmp_path: Path) -> 
         ("OFFLOAD_SQLITE_SYNCHRONOUS", "OFF", "'NORMAL', 'FULL', 'EXTRA'"),
         ("OFFLOAD_URL", "postgresql://localhost/x", "does not have yet"),
         ("OFFLOAD_URL", "ftp://x", "not a store URL"),
+        ("OFFLOAD_QUEUES", ["mail"], "a dict of queue names to settings"),
     ],
 )
 def test_a_bad_value_fails_at_init_app_naming_key_value_and_what_is_accepted(
@@ -55,3 +56,29 @@ def test_the_default_store_is_a_sqlite_file_in_the_instance_folder(
     offload.init_app(app)
 
     assert (tmp_path / "instance" / "offload.sqlite3").exists()
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        (
+            {"mail": {"concurency": 1}},
+            "OFFLOAD_QUEUES['mail'] has unknown option(s) 'concurency'; "
+            "accepted: 'concurrency'.",
+        ),
+        (
+            {"mail": {"concurrency": 0}},
+            "OFFLOAD_QUEUES['mail']['concurrency'] must be an int of at least 1, "
+            "not 0.",
+        ),
+    ],
+)
+def test_a_bad_queue_setting_is_named_down_to_the_option(
+    tmp_path: Path, queues: dict[str, Any], message: str
+) -> None:
+    app, offload = make_app(tmp_path, OFFLOAD_QUEUES=queues)
+
+    with pytest.raises(ConfigurationError) as raised:
+        offload.init_app(app)
+
+    assert str(raised.value) == message

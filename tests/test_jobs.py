@@ -536,3 +536,87 @@ def offload_store_record(instance: Path, job_id: str) -> JobRecord:
     assert record is not None
 
     return record
+
+
+def test_a_task_derives_its_concurrency_key_from_the_arguments(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    _, offload = app_and_offload
+
+    @offload.task(concurrency_key=lambda user_id, **_: f"user:{user_id}")
+    def sync_user(user_id: int, full: bool = False) -> None:
+        pass
+
+    job = sync_user.enqueue(7, full=True)
+    bound = sync_user.using(concurrency_key="everyone", concurrency_limit=2)
+
+    stored = offload.store.get(job.id)
+    other = offload.store.get(bound.enqueue(8).id)
+    assert stored is not None and other is not None
+    assert (stored.concurrency_key, stored.concurrency_limit) == ("user:7", 1)
+    assert (other.concurrency_key, other.concurrency_limit) == ("everyone", 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency_key": ""}, "concurrency_key must be a non-empty str"),
+        ({"concurrency_key": 5}, "concurrency_key must be a non-empty str"),
+        ({"concurrency_limit": 0}, "concurrency_limit must be an int of at least 1"),
+    ],
+)
+def test_a_bad_concurrency_option_is_refused_saying_what_is_accepted(
+    options: dict[str, object], message: str
+) -> None:
+    offload = Offload()
+    task = offload.task()(print)
+
+    with pytest.raises(ValueError, match=message):
+        task.using(**options)
+
+
+def test_a_key_function_returning_a_bad_key_fails_the_enqueue(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    _, offload = app_and_offload
+
+    @offload.task(concurrency_key=lambda n: n)
+    def keyed(n: object) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="concurrency_key must be a non-empty str"):
+        keyed.enqueue(3)
+    assert offload.stats() == {}
+
+
+def test_jobs_of_a_limited_queue_are_not_handed_to_an_idle_thread(
+    tmp_path: Path,
+) -> None:
+    app, offload = make_app(
+        tmp_path,
+        OFFLOAD_WORKER_THREADS=0,
+        OFFLOAD_QUEUES={"serial": {"concurrency": 1}},
+    )
+    offload.init_app(app)
+    release = threading.Event()
+
+    @offload.task(queue="serial")
+    def serial() -> None:
+        release.wait(10)
+
+    offload.start_worker(app, threads=2)
+    try:
+        wait_until_idle(offload, app)
+        first, second = serial.enqueue(), serial.enqueue()
+        deadline = time.monotonic() + 10
+        while first.refresh().status != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)
+
+        assert second.refresh().status == "queued"
+        release.set()
+        second.wait(timeout=10)
+    finally:
+        release.set()
+        offload.close(app)

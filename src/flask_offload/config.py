@@ -32,6 +32,7 @@ class Settings:
     shutdown_grace: float
     poll_interval: float
     sqlite_synchronous: str
+    queues: dict[str, int]
 
 
 def _integer(minimum: int) -> Callable[[str, Any], int]:
@@ -77,6 +78,43 @@ def _synchronous(key: str, value: Any) -> str:
     return value.upper()
 
 
+QUEUE_OPTIONS = ("concurrency",)
+
+
+def _queues(key: str, value: Any) -> dict[str, int]:
+    """``{"reports": {"concurrency": 1}}`` becomes ``{"reports": 1}``: the
+    concurrency of each limited queue."""
+    example = '{"reports": {"concurrency": 1}}'
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{key} must be a dict of queue names to settings such as {example}, "
+            f"not {value!r}."
+        )
+
+    limits = {}
+    for queue, options in value.items():
+        where = f"{key}[{queue!r}]"
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(
+                f"{key} has a queue name {queue!r}; names are non-empty str."
+            )
+        if not isinstance(options, Mapping):
+            raise ConfigurationError(
+                f"{where} must be a dict such as {{'concurrency': 1}}, not {options!r}."
+            )
+        unknown = sorted(set(options) - set(QUEUE_OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"{where} has unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"accepted: {', '.join(map(repr, QUEUE_OPTIONS))}."
+            )
+        concurrency = options.get("concurrency")
+        if concurrency is not None:
+            limits[queue] = _integer(1)(f"{where}['concurrency']", concurrency)
+
+    return limits
+
+
 #: Each setting's name without the prefix, its default, and its check.
 SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "URL": (None, _url),
@@ -86,6 +124,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "SHUTDOWN_GRACE": (10.0, _seconds(positive=False)),
     "POLL_INTERVAL": (0.05, _seconds(positive=True)),
     "SQLITE_SYNCHRONOUS": ("NORMAL", _synchronous),
+    "QUEUES": ({}, _queues),
 }
 
 

@@ -19,7 +19,7 @@ from .records import DEFAULT_QUEUE, Status
 from .stores import store_from_url
 from .stores.base import ListFilter, Store
 from .stores.sql import SQLStore
-from .task import EnqueueOptions, Task
+from .task import ConcurrencyKey, EnqueueOptions, Task
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -141,9 +141,17 @@ class Offload:
         name: str | None = None,
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
+        concurrency_key: ConcurrencyKey = None,
+        concurrency_limit: int = 1,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@offload.task()`` or
         ``@offload.task(queue="reports", priority=5)``.
+
+        ``concurrency_key`` keeps jobs that share a resource apart: at most
+        ``concurrency_limit`` jobs with the same key run at once, across all
+        processes. It is a str, or a function called with the job's
+        arguments that returns one (or ``None`` for no limit), for example
+        ``concurrency_key=lambda user_id, **_: f"user:{user_id}"``.
 
         The task's name defaults to ``module.function``; it is how stored jobs
         find their function again, so renaming a function strands its queued
@@ -155,7 +163,12 @@ class Offload:
             raise TypeError(
                 "Use @offload.task() with parentheses, or @offload.task(name=...)."
             )
-        defaults = EnqueueOptions().updated(queue=queue, priority=priority)
+        defaults = EnqueueOptions().updated(
+            queue=queue,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+        )
 
         def register(function: Callable[P, R]) -> Task[P, R]:
             task_name = name or f"{function.__module__}.{function.__qualname__}"
@@ -285,7 +298,7 @@ def _make_store(settings: Settings) -> Store:
             "poll_interval": settings.poll_interval,
         }
     store = store_from_url(settings.url, **options)
-    assert isinstance(store, Store)
+    store.queue_limits = dict(settings.queues)
     if isinstance(store, SQLStore):
         logger.debug("Flask-Offload stores jobs in %s", store.describe())
 

@@ -88,6 +88,8 @@ class JobRecord:
     worker: str | None = None
     lease_expires_at: float | None = None
     cancel_requested: bool = False
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
     result: str | None = None
     error: str | None = None
     progress: str | None = None

@@ -28,12 +28,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: A concurrency key, or a function of the task's arguments that returns one.
+ConcurrencyKey = str | Callable[..., str | None] | None
+
+MAX_KEY_LENGTH = 255
+
+
 @dataclass(frozen=True, slots=True)
 class EnqueueOptions:
-    """Where and in what order one job runs."""
+    """Where, in what order and beside what else one job runs."""
 
     queue: str = DEFAULT_QUEUE
     priority: int = 0
+    concurrency_key: ConcurrencyKey = None
+    concurrency_limit: int = 1
 
     def updated(self, **changes: Any) -> EnqueueOptions:
         unknown = sorted(set(changes) - set(self.__slots__))
@@ -52,6 +60,34 @@ class EnqueueOptions:
             raise ValueError(f"queue must be a non-empty str, not {self.queue!r}.")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise TypeError(f"priority must be an int, not {self.priority!r}.")
+        key = self.concurrency_key
+        if not (key is None or callable(key)):
+            _check_key(key)
+        limit = self.concurrency_limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(
+                f"concurrency_limit must be an int of at least 1, not {limit!r}."
+            )
+
+    def key_for(self, args: Any, kwargs: dict[str, Any]) -> str | None:
+        """The job's concurrency key, derived from its arguments if the task
+        gave a function."""
+        key = self.concurrency_key
+        if callable(key):
+            key = key(*args, **kwargs)
+            if key is not None:
+                _check_key(key)
+
+        return key
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise ValueError(
+            f"concurrency_key must be a non-empty str of at most {MAX_KEY_LENGTH} "
+            f"characters (or a function of the task's arguments returning one), "
+            f"not {key!r}."
+        )
 
 
 class Task(Generic[P, R]):
@@ -89,9 +125,12 @@ class Task(Generic[P, R]):
         return self._enqueue(self.options, args, kwargs)
 
     def using(self, **options: Any) -> BoundTask[P, R]:
-        """Options for one enqueue: ``queue`` (a queue's name) and ``priority``
-        (higher runs first). For example
-        ``report.using(queue="reports", priority=10).enqueue(42)``.
+        """Options for one enqueue: ``queue`` (a queue's name), ``priority``
+        (higher runs first), ``concurrency_key`` (at most
+        ``concurrency_limit`` jobs with the same key run at once, across all
+        processes; the limit defaults to 1). For example
+        ``report.using(queue="reports", priority=10).enqueue(42)`` or
+        ``sync.using(concurrency_key=f"user:{user_id}").enqueue(user_id)``.
 
         :raises TypeError: for an option that does not exist.
         """
@@ -103,6 +142,7 @@ class Task(Generic[P, R]):
         target = self._target()
         store = target.store
         now = store.clock()
+        key = options.key_for(args, kwargs)
         record = JobRecord(
             id=new_job_id(),
             task=self.name,
@@ -112,10 +152,14 @@ class Task(Generic[P, R]):
             status=QUEUED,
             enqueued_at=now,
             run_at=now,
+            concurrency_key=key,
+            concurrency_limit=None if key is None else options.concurrency_limit,
         )
 
+        # A job under a limit must go through a claim, which counts what runs.
+        limited = key is not None or record.queue in store.queue_limits
         worker = target.worker
-        if worker is None or not worker.reserve_thread(record.queue):
+        if limited or worker is None or not worker.reserve_thread(record.queue):
             return Job(store, store.enqueue(record))
 
         # A thread of this process's worker is idle: store the job as already

@@ -36,6 +36,8 @@ def make_job(
     queue: str = "default",
     priority: int = 0,
     run_at: float | None = None,
+    key: str | None = None,
+    key_limit: int | None = None,
 ) -> JobRecord:
     now = store.clock()
     job = JobRecord(
@@ -46,6 +48,8 @@ def make_job(
         priority=priority,
         enqueued_at=now,
         run_at=now if run_at is None else run_at,
+        concurrency_key=key,
+        concurrency_limit=key_limit,
     )
 
     return store.enqueue(job)
@@ -456,3 +460,106 @@ def test_wait_for_work_returns_after_the_timeout_when_nothing_happens(
     store.wait_for_work(0.2)
 
     assert time.monotonic() - started >= 0.15
+
+
+def test_a_queue_with_concurrency_one_runs_its_jobs_one_at_a_time_in_order(
+    store: Store, clock: FakeClock
+) -> None:
+    store.queue_limits = {"serial": 1}
+    jobs = []
+    for _ in range(3):
+        jobs.append(make_job(store, queue="serial"))
+        clock.advance(1)
+
+    (first,) = store.claim("w1", None, 10, LEASE)
+    assert store.claim("w2", None, 10, LEASE) == []
+    store.finish("w1", [succeeded(first)])
+    (second,) = store.claim("w2", None, 10, LEASE)
+
+    assert [first.id, second.id] == [jobs[0].id, jobs[1].id]
+
+
+def test_a_queue_limit_caps_its_running_jobs_and_leaves_other_queues_alone(
+    store: Store,
+) -> None:
+    store.queue_limits = {"limited": 2}
+    for _ in range(5):
+        make_job(store, queue="limited")
+    free = [make_job(store, queue="free") for _ in range(3)]
+
+    claimed = store.claim("w1", None, 10, LEASE)
+
+    assert Counter(job.queue for job in claimed) == {"limited": 2, "free": 3}
+    assert {job.id for job in claimed} >= {job.id for job in free}
+    assert store.claim("w2", ["limited"], 10, LEASE) == []
+
+
+def test_jobs_sharing_a_concurrency_key_run_one_at_a_time_by_default(
+    store: Store, clock: FakeClock
+) -> None:
+    a1 = make_job(store, key="user:1")
+    clock.advance(1)
+    a2 = make_job(store, key="user:1")
+    b1 = make_job(store, key="user:2")
+    plain = make_job(store)
+
+    claimed = store.claim("w1", None, 10, LEASE)
+    assert {job.id for job in claimed} == {a1.id, b1.id, plain.id}
+    assert store.claim("w2", None, 10, LEASE) == []
+
+    store.finish("w1", [succeeded(job) for job in claimed if job.id == a1.id])
+    assert [job.id for job in store.claim("w2", None, 10, LEASE)] == [a2.id]
+
+
+def test_a_concurrency_limit_above_one_lets_that_many_share_a_key(
+    store: Store,
+) -> None:
+    for _ in range(5):
+        make_job(store, key="ffmpeg", key_limit=2)
+
+    assert len(store.claim("w1", None, 10, LEASE)) == 2
+    assert store.claim("w2", None, 10, LEASE) == []
+
+
+def test_jobs_of_a_saturated_key_do_not_hold_back_the_jobs_behind_them(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store, key="busy")
+    store.claim("w1", None, 1, LEASE)
+    for _ in range(150):
+        make_job(store, key="busy")
+    clock.advance(1)
+    other = make_job(store, key="other")
+
+    assert [job.id for job in store.claim("w2", None, 5, LEASE)] == [other.id]
+
+
+def test_concurrent_claims_never_exceed_a_limit(store: Store) -> None:
+    store.queue_limits = {"serial": 1}
+    for _ in range(20):
+        make_job(store, queue="serial")
+        make_job(store, key="shared", key_limit=3)
+    running_at_once: list[int] = []
+    lock = threading.Lock()
+
+    def claim_and_count(worker: str) -> None:
+        for _ in range(10):
+            store.claim(worker, None, 5, LEASE)
+            with lock:
+                running = store.list_jobs(ListFilter(status=RUNNING, limit=1000))
+                running_at_once.append(len(running))
+
+    threads = [
+        threading.Thread(target=claim_and_count, args=(f"w{i}",)) for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    running = store.list_jobs(ListFilter(status=RUNNING, limit=1000))
+    assert Counter(job.queue for job in running if job.concurrency_key is None) == {
+        "serial": 1
+    }
+    assert sum(1 for job in running if job.concurrency_key == "shared") == 3
+    assert max(running_at_once) == 4

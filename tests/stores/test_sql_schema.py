@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, inspect
 from flask_offload.stores import SQLStore
 from flask_offload.stores.sql_schema import (
     CURRENT_VERSION,
+    MIGRATIONS,
     installed_version,
     meta,
     metadata,
@@ -78,3 +79,35 @@ def test_a_file_from_a_newer_release_is_refused_with_a_clear_message(
     with pytest.raises(RuntimeError, match="newer than this release knows"):
         store.open()
     store.close()
+
+
+def test_a_version_1_file_with_jobs_is_upgraded_in_place_keeping_them(
+    tmp_path: Path,
+) -> None:
+    old = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    declared = f"sqlite:///{tmp_path / 'declared.sqlite3'}"
+    with create_engine(old).begin() as connection:
+        MIGRATIONS[0](connection)
+        connection.execute(meta.insert().values(key="schema_version", value="1"))
+        connection.exec_driver_sql(
+            "INSERT INTO offload_jobs (id, task, queue, priority, status, "
+            "arguments, enqueued_at, run_at, attempts, recoveries, "
+            "cancel_requested) VALUES ('j1', 'tasks.old', 'default', 0, "
+            "'queued', '{\"args\":[],\"kwargs\":{}}', 1.0, 1.0, 0, 0, 0)"
+        )
+
+    store = SQLStore(old)
+    store.open()
+    job = store.get("j1")
+    claimed = store.claim("w1", None, 10, 30)
+    store.close()
+    metadata.create_all(create_engine(declared))
+
+    assert job is not None
+    assert (job.task, job.concurrency_key, job.concurrency_limit) == (
+        "tasks.old",
+        None,
+        None,
+    )
+    assert [c.id for c in claimed] == ["j1"]
+    assert describe(old) == describe(declared)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..records import STATUSES, JobRecord, Outcome, Status
@@ -52,8 +52,12 @@ class Store(ABC):
 
     clock: Clock
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(
+        self, clock: Clock | None = None, queue_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.clock = clock or time.time
+        #: The concurrency of each limited queue; see :mod:`.limits`.
+        self.queue_limits: dict[str, int] = dict(queue_limits or {})
         self._work = Bell()
         self._changes = Bell()
 
@@ -83,7 +87,9 @@ class Store(ABC):
         self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
     ) -> list[JobRecord]:
         """Move up to ``limit`` ready jobs to ``running`` for ``worker`` and
-        return them, highest priority first, then oldest run time.
+        return them, highest priority first, then oldest run time, skipping
+        jobs that ``queue_limits`` or their concurrency key do not let start
+        now (see :mod:`.limits`).
 
         ``queues`` of ``None`` means every queue. Each returned job has its
         ``attempts`` raised by one and a lease that expires after ``lease``

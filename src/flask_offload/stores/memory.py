@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..records import (
     CANCELLED,
@@ -22,14 +22,17 @@ from ..records import (
     Status,
 )
 from .base import Clock, Heartbeat, ListFilter, Store
+from .limits import Admission
 from .messages import lost_worker_error
 
 
 class MemoryStore(Store):
     """Jobs in a dict guarded by one lock."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
-        super().__init__(clock)
+    def __init__(
+        self, clock: Clock | None = None, queue_limits: Mapping[str, int] | None = None
+    ) -> None:
+        super().__init__(clock, queue_limits)
         self._jobs: dict[str, JobRecord] = {}
         self._lock = threading.Lock()
 
@@ -54,8 +57,22 @@ class MemoryStore(Store):
                 and (queues is None or job.queue in queues)
             ]
             ready.sort(key=lambda job: (-job.priority, job.run_at, job.id))
-            claimed = []
-            for job in ready[:limit]:
+            admission = Admission(
+                self.queue_limits,
+                (
+                    (job.queue, job.concurrency_key, job.concurrency_limit)
+                    for job in self._jobs.values()
+                    if job.status == RUNNING
+                ),
+            )
+            claimed: list[JobRecord] = []
+            for job in ready:
+                if len(claimed) == limit:
+                    break
+                if not admission.admit(
+                    job.queue, job.concurrency_key, job.concurrency_limit
+                ):
+                    continue
                 job.status = RUNNING
                 job.worker = worker
                 job.attempts += 1

@@ -17,7 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import (
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +39,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -51,6 +59,7 @@ from ..records import (
     Status,
 )
 from .base import Bell, Clock, Heartbeat, ListFilter, Store
+from .limits import Admission
 from .messages import lost_worker_error
 from .sql_schema import jobs, migrate
 
@@ -90,8 +99,9 @@ class SQLStore(Store):
         poll_interval: float = 0.05,
         busy_timeout: float = 30.0,
         clock: Clock | None = None,
+        queue_limits: Mapping[str, int] | None = None,
     ) -> None:
-        super().__init__(clock)
+        super().__init__(clock, queue_limits)
         if (url is None) == (engine is None):
             raise ValueError("SQLStore takes either a url or an engine, not both.")
         if sqlite_synchronous.upper() not in SQLITE_SYNCHRONOUS_LEVELS:
@@ -436,19 +446,36 @@ class SQLStore(Store):
         limit: int,
         lease: float,
     ) -> list[JobRecord]:
-        key = ("claim", None if queues is None else tuple(queues))
-        claim = self._prepared(key, lambda: _claim_statement(queues))
-        now = self.clock()
-        values = {
-            "b_now": now,
-            "b_limit": limit,
-            "b_worker": worker,
-            "b_lease_expires_at": now + lease,
-        }
-        if queues is not None:
-            values.update({f"b_queue_{i}": queue for i, queue in enumerate(queues)})
+        """Claim in three statements inside the caller's write transaction:
+        count the running jobs, read the first ready jobs that no saturated
+        limit excludes, and mark those the limits admit as running."""
+        running = self._prepared("running", lambda: _RUNNING)
+        admission = Admission(self.queue_limits, running.execute(cursor, {}))
+        full_queues = _padded(admission.saturated_queues())
+        full_keys = _padded(admission.saturated_keys())
 
-        claimed = [_as_record(row) for row in claim.execute(cursor, values)]
+        key = ("ready", _tuple(queues), len(full_queues), len(full_keys))
+        ready = self._prepared(
+            key, lambda: _ready_statement(queues, len(full_queues), len(full_keys))
+        )
+        now = self.clock()
+        values: dict[str, Any] = {"b_now": now, "b_limit": limit}
+        values.update(_numbered("b_queue", queues or []))
+        values.update(_numbered("b_full_queue", full_queues))
+        values.update(_numbered("b_full_key", full_keys))
+        chosen = [
+            job_id
+            for job_id, queue, key, key_limit in ready.execute(cursor, values)
+            if admission.admit(queue, key, key_limit)
+        ]
+        if not chosen:
+            return []
+
+        ids = _padded(chosen)
+        start = self._prepared(("start", len(ids)), lambda: _start_statement(len(ids)))
+        values = {"b_now": now, "b_worker": worker, "b_lease_expires_at": now + lease}
+        values.update(_numbered("b_id", ids))
+        claimed = [_as_record(row) for row in start.execute(cursor, values)]
         claimed.sort(key=lambda job: (-job.priority, job.run_at, job.id))
 
         return claimed
@@ -602,22 +629,49 @@ _FINISH = (
 )
 
 
-def _claim_statement(queues: Sequence[str] | None) -> ClauseElement:
+_RUNNING = select(jobs.c.queue, jobs.c.concurrency_key, jobs.c.concurrency_limit).where(
+    _IS_RUNNING
+)
+_ADMISSION_COLUMNS = (
+    jobs.c.id,
+    jobs.c.queue,
+    jobs.c.concurrency_key,
+    jobs.c.concurrency_limit,
+)
+
+
+def _ready_statement(
+    queues: Sequence[str] | None, full_queues: int, full_keys: int
+) -> ClauseElement:
+    """The first ready jobs in claim order, leaving out queues and keys that
+    cannot start another job now."""
     ready = (
-        select(jobs.c.id)
+        select(
+            jobs.c.id, jobs.c.queue, jobs.c.concurrency_key, jobs.c.concurrency_limit
+        )
         .where(_IS_QUEUED, jobs.c.run_at <= bindparam("b_now"))
         .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
         .limit(bindparam("b_limit"))
     )
     if queues is not None:
-        names: list[BindParameter[str]] = [
-            bindparam(f"b_queue_{i}") for i in range(len(queues))
-        ]
-        ready = ready.where(jobs.c.queue.in_(names))
+        ready = ready.where(jobs.c.queue.in_(_binds("b_queue", len(queues))))
+    if full_queues:
+        ready = ready.where(jobs.c.queue.not_in(_binds("b_full_queue", full_queues)))
+    if full_keys:
+        ready = ready.where(
+            or_(
+                jobs.c.concurrency_key.is_(None),
+                jobs.c.concurrency_key.not_in(_binds("b_full_key", full_keys)),
+            )
+        )
 
+    return ready
+
+
+def _start_statement(count: int) -> ClauseElement:
     return (
         update(jobs)
-        .where(jobs.c.id.in_(ready.scalar_subquery()))
+        .where(jobs.c.id.in_(_binds("b_id", count)), _IS_QUEUED)
         .values(
             status=RUNNING,
             worker=bindparam("b_worker"),
@@ -629,11 +683,33 @@ def _claim_statement(queues: Sequence[str] | None) -> ClauseElement:
     )
 
 
-def _held_statement(count: int) -> ClauseElement:
-    ids: list[BindParameter[str]] = [bindparam(f"b_id_{i}") for i in range(count)]
+def _binds(prefix: str, count: int) -> list[BindParameter[Any]]:
+    return [bindparam(f"{prefix}_{i}") for i in range(count)]
 
+
+def _numbered(prefix: str, values: Sequence[str]) -> dict[str, str]:
+    return {f"{prefix}_{i}": value for i, value in enumerate(values)}
+
+
+def _padded(values: list[str]) -> list[str]:
+    """``values`` lengthened to a power of two by repeating the last one, so
+    that statements with an ``IN`` list come in a few sizes that are each
+    compiled once, instead of one size per count."""
+    if not values:
+        return values
+
+    size = 1 << (len(values) - 1).bit_length()
+
+    return values + [values[-1]] * (size - len(values))
+
+
+def _tuple(queues: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if queues is None else tuple(queues)
+
+
+def _held_statement(count: int) -> ClauseElement:
     return select(jobs.c.id, jobs.c.attempts).where(
-        jobs.c.id.in_(ids),
+        jobs.c.id.in_(_binds("b_id", count)),
         _IS_RUNNING,
         jobs.c.worker == bindparam("b_worker"),
     )

@@ -13,6 +13,7 @@ A step must never change once released: write a new one instead.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -28,19 +29,16 @@ from sqlalchemy import (
     literal_column,
     select,
 )
+from sqlalchemy.schema import CreateIndex, DropIndex
 
 
-def _define_version_1(metadata: MetaData) -> Table:
-    """Add the version 1 tables to ``metadata`` and return the jobs table.
-
-    The current schema is still version 1, so ``metadata`` below is built by
-    this function too. When a release changes the schema, the current tables
-    get a definition of their own and this one stays as it is, because the
-    first migration step must keep building exactly version 1.
+def _define(metadata: MetaData, version: int) -> Table:
+    """Add the tables of schema ``version`` to ``metadata`` and return the jobs
+    table. Each version is what the one before was plus its own changes, so
+    that migration step ``n`` can build exactly version ``n``: never change
+    what an older version defines.
     """
-    jobs = Table(
-        "offload_jobs",
-        metadata,
+    columns: list[Column[Any]] = [
         Column("id", String(32), primary_key=True),
         Column("task", String(255), nullable=False),
         Column("queue", String(255), nullable=False),
@@ -59,6 +57,14 @@ def _define_version_1(metadata: MetaData) -> Table:
         Column("result", Text),
         Column("error", Text),
         Column("progress", Text),
+    ]
+    if version >= 2:
+        columns += _version_2_columns()
+
+    jobs: Table = Table(
+        "offload_jobs",
+        metadata,
+        *columns,
         Index("ix_offload_jobs_queue_status", "queue", "status"),
         # Ids are time-ordered, so on SQLite the table itself is kept in id
         # order and needs no separate index for its primary key.
@@ -78,13 +84,16 @@ def _define_version_1(metadata: MetaData) -> Table:
         sqlite_where=queued,
         postgresql_where=queued,
     )
-    running = jobs.c.status == literal_column("'running'")
-    Index(
-        "ix_offload_jobs_lease",
-        jobs.c.lease_expires_at,
-        sqlite_where=running,
-        postgresql_where=running,
-    )
+    if version == 1:
+        running = jobs.c.status == literal_column("'running'")
+        Index(
+            "ix_offload_jobs_lease",
+            jobs.c.lease_expires_at,
+            sqlite_where=running,
+            postgresql_where=running,
+        )
+    else:
+        _running_index(jobs)
 
     Table(
         "offload_meta",
@@ -96,23 +105,72 @@ def _define_version_1(metadata: MetaData) -> Table:
     return jobs
 
 
-metadata = MetaData()
-jobs = _define_version_1(metadata)
-meta = metadata.tables["offload_meta"]
+def _version_2_columns() -> list[Column[Any]]:
+    """Concurrency keys: at most ``concurrency_limit`` running jobs share a
+    ``concurrency_key``."""
+    return [
+        Column("concurrency_key", String(255)),
+        Column("concurrency_limit", Integer),
+    ]
 
-SCHEMA_VERSION_KEY = "schema_version"
+
+def _running_index(jobs: Table) -> Index:
+    """Since version 2: every running job, with what a claim counts (by queue
+    and by concurrency key) and what recovery looks at (the lease), so both
+    read only this small index."""
+    running = jobs.c.status == literal_column("'running'")
+
+    return Index(
+        "ix_offload_jobs_running",
+        jobs.c.queue,
+        jobs.c.concurrency_key,
+        jobs.c.concurrency_limit,
+        jobs.c.lease_expires_at,
+        sqlite_where=running,
+        postgresql_where=running,
+    )
 
 
 def _create_version_1(connection: Connection) -> None:
     """The first schema: the jobs table and the meta table."""
     version_1 = MetaData()
-    _define_version_1(version_1)
+    _define(version_1, 1)
     version_1.create_all(connection)
+
+
+def _add_concurrency_keys(connection: Connection) -> None:
+    """Version 2: concurrency key columns, and one index of running jobs in
+    place of the lease index."""
+    dialect = connection.dialect
+    for column in _version_2_columns():
+        connection.exec_driver_sql(
+            f"ALTER TABLE offload_jobs ADD COLUMN {column.name} "
+            f"{column.type.compile(dialect=dialect)}"
+        )
+
+    version_1 = _define(MetaData(), 1)
+    connection.execute(DropIndex(_index(version_1, "ix_offload_jobs_lease")))
+    version_2 = _define(MetaData(), 2)
+    connection.execute(CreateIndex(_index(version_2, "ix_offload_jobs_running")))
+
+
+def _index(table: Table, name: str) -> Index:
+    return next(index for index in table.indexes if index.name == name)
+
+
+metadata = MetaData()
+jobs = _define(metadata, 2)
+meta = metadata.tables["offload_meta"]
+
+SCHEMA_VERSION_KEY = "schema_version"
 
 
 #: Migration steps in order; step ``n`` (1-based) brings a database from
 #: version ``n - 1`` to version ``n``.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_version_1]
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _create_version_1,
+    _add_concurrency_keys,
+]
 CURRENT_VERSION = len(MIGRATIONS)
 
 
