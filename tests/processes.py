@@ -128,3 +128,53 @@ def wait_for(condition: Any, timeout: float = 20, what: str = "condition") -> No
             return
         time.sleep(0.05)
     raise AssertionError(f"Timed out after {timeout} s waiting for {what}.")
+
+
+class BackgroundCommand:
+    """A long-running ``flask`` command, such as ``flask offload worker``, in a
+    subprocess of its own session, so that only the test signals it. Its
+    stdout and stderr go to one log file in the instance folder."""
+
+    def __init__(self, instance: Path, *args: str, **settings: str) -> None:
+        self.log = instance / f"command-{time.monotonic_ns()}.log"
+        with self.log.open("w") as output:
+            self.process = subprocess.Popen(
+                [*FLASK, *args],
+                cwd=ROOT,
+                env=app_environment(instance, **settings),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_for_output(self, text: str, timeout: float = 20) -> None:
+        """Wait until ``text`` appears in the output; fail with the output if
+        the command exits first."""
+        wait_for(
+            lambda: text in self.output() or self.process.poll() is not None,
+            timeout,
+            what=f"{text!r} in the output of {self.process.args!r}",
+        )
+        if text not in self.output():
+            raise AssertionError(
+                f"The command exited with {self.process.returncode} before "
+                f"printing {text!r}:\n{self.output()}"
+            )
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 20) -> int:
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -86,4 +86,11 @@ def create_app() -> Flask:
         for number in range(count):
             record.enqueue(f"cli-{number}")
 
+    @app.cli.command("enqueue-slow")
+    @click.argument("seconds", type=float)
+    @click.option("--tag", default="slow")
+    def enqueue_slow(seconds: float, tag: str) -> None:
+        """Enqueue one job that sleeps SECONDS, and print its id."""
+        click.echo(sleep_then_record.enqueue(tag, seconds).id)
+
     return app

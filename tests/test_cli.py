@@ -1,0 +1,367 @@
+"""The ``flask offload`` commands, through Flask's test runner and as real
+processes sharing one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_offload import Offload, Progress
+from flask_offload.cli import offload_group
+from flask_offload.stores import SQLStore
+from tests.conftest import FakeClock
+from tests.helpers import make_app
+from tests.processes import (
+    BackgroundCommand,
+    read_events,
+    run_flask_command,
+    wait_for,
+)
+
+NO_JOBS = {
+    "scheduled": 0,
+    "queued": 0,
+    "running": 0,
+    "succeeded": 0,
+    "failed": 0,
+    "cancelled": 0,
+}
+
+
+@pytest.fixture
+def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
+    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
+    offload.init_app(app)
+    yield app, offload
+    offload.close(app)
+
+
+@pytest.fixture
+def commands() -> Iterator[list[BackgroundCommand]]:
+    started: list[BackgroundCommand] = []
+    yield started
+    for command in started:
+        command.kill()
+
+
+def start_worker(
+    commands: list[BackgroundCommand], instance: Path, *options: str
+) -> BackgroundCommand:
+    worker = BackgroundCommand(instance, "offload", "worker", *options, threads="0")
+    commands.append(worker)
+    worker.wait_for_output("Flask-Offload worker ")
+
+    return worker
+
+
+def stored_job(instance: Path, job_id: str) -> tuple[str, str | None, int]:
+    store = SQLStore(f"sqlite:///{instance / 'offload.sqlite3'}")
+    try:
+        record = store.get(job_id)
+    finally:
+        store.close()
+    assert record is not None
+
+    return record.status, record.worker, record.attempts
+
+
+def enqueue_running_jobs(
+    app: Flask, offload: Offload, clock: FakeClock, count: int
+) -> list[str]:
+    """Enqueue ``count`` report jobs and one mail job, and let a pretend
+    worker of another process claim the report jobs and report progress."""
+
+    @offload.task(name="reports.build", queue="reports")
+    def build_report(user_id: int) -> None: ...
+
+    @offload.task(name="mail.send")
+    def send_mail(to: str) -> None: ...
+
+    store = offload.state(app).store
+    store.clock = clock
+    ids = [build_report.enqueue(user).id for user in range(count)]
+    build_report.enqueue(99)
+    send_mail.enqueue("ada@example.com")
+    claimed = store.claim("web-1:42:abc123", ["reports"], count, 30.0)
+    assert [record.id for record in claimed] == ids
+    for job_id in ids:
+        progress = Progress(3, 10, "rendering").to_json()
+        store.set_progress(job_id, "web-1:42:abc123", 1, progress)
+    clock.advance(75)
+
+    return ids
+
+
+def test_status_prints_counts_by_queue_with_totals_and_the_running_jobs(
+    app_and_offload: tuple[Flask, Offload], clock: FakeClock, tmp_path: Path
+) -> None:
+    app, offload = app_and_offload
+    (job_id,) = enqueue_running_jobs(app, offload, clock, 1)
+
+    result = app.test_cli_runner().invoke(offload_group, ["status"])
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:7] == [
+        f"Store: sqlite:///{tmp_path / 'offload.sqlite3'}",
+        "",
+        "queue    scheduled  queued  running  succeeded  failed  cancelled",
+        "default          0       1        0          0       0          0",
+        "reports          0       1        1          0       0          0",
+        "total            0       2        1          0       0          0",
+        "",
+    ]
+    assert lines[7] == "Running jobs (1):"
+    assert lines[8].split() == ["id", "task", "queue", "worker", "for", "progress"]
+    assert lines[9].split() == [
+        job_id,
+        "reports.build",
+        "reports",
+        "web-1:42:abc123",
+        "1m15s",
+        "3/10",
+        "rendering",
+    ]
+    assert len(lines) == 10
+
+
+def test_status_json_is_one_object_with_queues_totals_and_running_jobs(
+    app_and_offload: tuple[Flask, Offload], clock: FakeClock, tmp_path: Path
+) -> None:
+    app, offload = app_and_offload
+    (job_id,) = enqueue_running_jobs(app, offload, clock, 1)
+    started_at = datetime.fromtimestamp(clock.now - 75, tz=timezone.utc)
+
+    result = app.test_cli_runner().invoke(offload_group, ["status", "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "store": f"sqlite:///{tmp_path / 'offload.sqlite3'}",
+        "queues": {
+            "default": dict(NO_JOBS, queued=1),
+            "reports": dict(NO_JOBS, queued=1, running=1),
+        },
+        "totals": dict(NO_JOBS, queued=2, running=1),
+        "running": [
+            {
+                "id": job_id,
+                "task": "reports.build",
+                "queue": "reports",
+                "worker": "web-1:42:abc123",
+                "started_at": started_at.isoformat(),
+                "progress": {"done": 3, "total": 10, "message": "rendering"},
+            }
+        ],
+    }
+
+
+def test_status_says_how_many_running_jobs_the_limit_left_out(
+    app_and_offload: tuple[Flask, Offload], clock: FakeClock
+) -> None:
+    app, offload = app_and_offload
+    enqueue_running_jobs(app, offload, clock, 3)
+
+    result = app.test_cli_runner().invoke(offload_group, ["status", "--limit", "2"])
+
+    assert result.exit_code == 0, result.output
+    assert "Running jobs (2 of 3):" in result.output.splitlines()
+    assert result.output.count("web-1:42:abc123") == 2
+
+
+def test_status_of_an_empty_store_says_there_are_no_jobs(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, _ = app_and_offload
+
+    text = app.test_cli_runner().invoke(offload_group, ["status"])
+    as_json = app.test_cli_runner().invoke(offload_group, ["status", "--json"])
+
+    assert text.exit_code == 0
+    assert text.output.splitlines()[2:] == [
+        "No jobs in the store.",
+        "",
+        "No jobs are running.",
+    ]
+    assert json.loads(as_json.output)["totals"] == NO_JOBS
+
+
+@pytest.mark.parametrize("command", [["status"], ["worker"]])
+def test_commands_on_an_app_without_flask_offload_say_how_to_initialise_it(
+    command: list[str],
+) -> None:
+    app = Flask("plain_app")
+
+    result = app.test_cli_runner().invoke(offload_group, command)
+
+    assert result.exit_code == 1
+    assert (
+        "Error: Flask-Offload is not initialised for app 'plain_app'. Call "
+        "Offload(app), or offload.init_app(app) in the app factory, in the app "
+        "that --app or FLASK_APP names." in result.output
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--threads", "0", "0 is not accepted; give 1 or more threads."),
+        ("--threads", "-2", "-2 is not accepted; give 1 or more threads."),
+        ("--queues", "", "'' is not accepted; give one or more queue names"),
+        ("--queues", " , ", "' , ' is not accepted; give one or more queue names"),
+        ("--queues", "a,,b", "'a,,b' is not accepted; give one or more queue"),
+        ("--grace", "-1", "-1.0 is not in the range x>=0."),
+    ],
+)
+def test_worker_rejects_a_bad_option_naming_it_and_what_is_accepted(
+    app_and_offload: tuple[Flask, Offload], option: str, value: str, message: str
+) -> None:
+    app, _ = app_and_offload
+
+    result = app.test_cli_runner().invoke(offload_group, ["worker", option, value])
+
+    assert result.exit_code == 2
+    assert f"Error: Invalid value for '{option}': {message}" in result.output
+
+
+def test_worker_command_runs_jobs_and_returns_on_sigterm_leaving_logging_alone(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+
+    @offload.task()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    job = add.enqueue(2, 3)
+    handlers_before = list(logging.getLogger().handlers)
+    sigterm_before = signal.getsignal(signal.SIGTERM)
+
+    def stop_when_done() -> None:
+        job.wait(timeout=20)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_when_done, name="test-stopper")
+    stopper.start()
+    result = app.test_cli_runner().invoke(offload_group, ["worker", "--grace", "5"])
+    stopper.join()
+
+    assert result.exit_code == 0, result.output
+    assert job.refresh().result == 5
+    assert re.match(
+        r"Flask-Offload worker \S+: 1 thread\(s\), queues: all, store: sqlite:///",
+        result.output,
+    )
+    assert logging.getLogger().handlers == handlers_before
+    assert signal.getsignal(signal.SIGTERM) == sigterm_before
+
+
+def test_a_worker_process_runs_jobs_enqueued_by_another_process(
+    tmp_path: Path, commands: list[BackgroundCommand]
+) -> None:
+    worker = start_worker(
+        commands, tmp_path, "--threads", "2", "--queues", "default,reports"
+    )
+
+    run_flask_command(tmp_path, "enqueue-some", "5", threads="0")
+
+    wait_for(lambda: len(read_events(tmp_path)) == 5, what="5 jobs to run")
+    assert sorted(read_events(tmp_path)) == [
+        ["done", f"cli-{n}", str(worker.pid), "1"] for n in range(5)
+    ]
+    output = worker.output()
+    assert (
+        f"Flask-Offload worker {socket.gethostname()}:{worker.pid}:" in output
+        and ": 2 thread(s), queues: default, reports, store: "
+        f"sqlite:///{tmp_path / 'offload.sqlite3'}\n"
+        in output
+    )
+    assert re.search(
+        r"^\d{4}-\d\d-\d\d [\d:,]+ INFO \[offload-worker-\d\] "
+        r"flask_offload\.worker: Job \w+ \(record\) succeeded in",
+        output,
+        re.MULTILINE,
+    )
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_sigterm_lets_a_running_job_finish_within_the_grace_period(
+    tmp_path: Path, commands: list[BackgroundCommand]
+) -> None:
+    worker = start_worker(commands, tmp_path, "--grace", "20")
+    job_id = run_flask_command(tmp_path, "enqueue-slow", "1.5", threads="0").strip()
+    wait_for(lambda: read_events(tmp_path), what="the job to start")
+
+    worker.signal(signal.SIGTERM)
+
+    assert worker.wait() == 0
+    assert read_events(tmp_path) == [
+        ["start", "slow", str(worker.pid), "1"],
+        ["done", "slow", str(worker.pid), "1"],
+    ]
+    status, _, attempts = stored_job(tmp_path, job_id)
+    assert (status, attempts) == ("succeeded", 1)
+    assert "Received SIGTERM: no new jobs are taken; running jobs get 20.0 s" in (
+        worker.output()
+    )
+
+
+def test_sigterm_hands_a_job_still_running_after_the_grace_back_to_the_queue(
+    tmp_path: Path, commands: list[BackgroundCommand]
+) -> None:
+    worker = start_worker(commands, tmp_path, "--grace", "0.2")
+    job_id = run_flask_command(tmp_path, "enqueue-slow", "30", threads="0").strip()
+    wait_for(lambda: read_events(tmp_path), what="the job to start")
+
+    signalled = time.monotonic()
+    worker.signal(signal.SIGTERM)
+
+    assert worker.wait() == 0
+    assert time.monotonic() - signalled < 5
+    assert stored_job(tmp_path, job_id) == ("queued", None, 1)
+    assert "handed back 1 interrupted job(s) at shutdown" in worker.output()
+
+
+def test_a_second_ctrl_c_during_the_grace_period_exits_at_once(
+    tmp_path: Path, commands: list[BackgroundCommand]
+) -> None:
+    worker = start_worker(commands, tmp_path, "--grace", "30")
+    job_id = run_flask_command(tmp_path, "enqueue-slow", "30", threads="0").strip()
+    wait_for(lambda: read_events(tmp_path), what="the job to start")
+    worker.signal(signal.SIGINT)
+    worker.wait_for_output("Received SIGINT")
+
+    signalled = time.monotonic()
+    worker.signal(signal.SIGINT)
+
+    assert worker.wait() == 130
+    assert time.monotonic() - signalled < 5
+    assert "Ctrl-C while stopping: exiting now." in worker.output()
+    status, held_by, _ = stored_job(tmp_path, job_id)
+    assert (status, held_by is not None) == ("running", True)
+
+
+def test_status_json_in_another_process_counts_the_jobs_enqueued(
+    tmp_path: Path,
+) -> None:
+    run_flask_command(tmp_path, "enqueue-some", "5", threads="0")
+
+    output = run_flask_command(tmp_path, "offload", "status", "--json", threads="0")
+
+    report = json.loads(output)
+    assert report["queues"] == {"default": dict(NO_JOBS, queued=5)}
+    assert report["totals"] == dict(NO_JOBS, queued=5)
+    assert report["running"] == []
