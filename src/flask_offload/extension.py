@@ -14,7 +14,14 @@ from flask import Flask, current_app, has_app_context
 
 from .config import Settings, load_settings
 from .job import Job
-from .lifecycle import StartMode, start_mode
+from .lifecycle import (
+    StartMode,
+    call_after_fork,
+    check_threads_can_run,
+    exit_gracefully_on_sigterm,
+    is_dev_server,
+    start_mode,
+)
 from .records import DEFAULT_QUEUE, Status
 from .stores import store_from_url
 from .stores.base import ListFilter, Store
@@ -41,6 +48,7 @@ class OffloadState:
         self.worker: Worker | None = None
         self.start_mode = StartMode.NEVER
         self.closed = False
+        self._forked_into: int | None = None
         self._lock = threading.Lock()
 
     def start_worker(self, threads: int | None = None) -> Worker:
@@ -73,9 +81,10 @@ class OffloadState:
     def after_fork_in_child(self) -> None:
         """Threads do not survive a fork: drop the parent's worker and
         connections, and start a worker here if this is a server's child."""
-        if self.closed:
+        if self.closed or self._forked_into == os.getpid():
             return
 
+        self._forked_into = os.getpid()
         self._lock = threading.Lock()
         self.store.after_fork()
         self.worker = None
@@ -113,8 +122,9 @@ class Offload:
         self._states.append(state)
 
         atexit.register(state.stop_worker)
-        os.register_at_fork(after_in_child=state.after_fork_in_child)
+        call_after_fork(state.after_fork_in_child)
         if settings.worker_threads > 0:
+            check_threads_can_run()
             self._arrange_start(state)
 
     def _arrange_start(self, state: OffloadState) -> None:
@@ -125,6 +135,8 @@ class Offload:
             state.start_mode.value,
         )
         if state.start_mode is StartMode.NOW:
+            if is_dev_server():
+                exit_gracefully_on_sigterm()
             state.start_worker()
         elif state.start_mode is StartMode.FIRST_REQUEST:
 
