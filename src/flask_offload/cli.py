@@ -20,7 +20,6 @@ import os
 import queue
 import signal
 import sys
-import urllib.parse
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -310,7 +309,7 @@ def _running_table(running: list[Job], total: int, now: float) -> list[str]:
                 job.id,
                 job.task,
                 job.queue,
-                _worker_of(job) or "-",
+                job.worker or "-",
                 _running_for(job, now),
                 _describe_progress(job),
             ]
@@ -342,7 +341,7 @@ def _running_as_json(job: Job) -> dict[str, Any]:
         "id": job.id,
         "task": job.task,
         "queue": job.queue,
-        "worker": _worker_of(job),
+        "worker": job.worker,
         "started_at": None if started_at is None else started_at.isoformat(),
         "progress": None
         if progress is None
@@ -352,11 +351,6 @@ def _running_as_json(job: Job) -> dict[str, Any]:
             "message": progress.message,
         },
     }
-
-
-def _worker_of(job: Job) -> str | None:
-    # Job has no public ``worker`` yet; the record always carries it.
-    return job._record.worker
 
 
 def _running_for(job: Job, now: float) -> str:
@@ -399,19 +393,7 @@ def _offload_state() -> OffloadState:
 
 
 def _describe_store(state: OffloadState) -> str:
-    """Where the jobs are, for people reading the output: the store's own
-    description if it has one, else the URL, without a password."""
-    describe = getattr(state.store, "describe", None)
-    if callable(describe):
-        return str(describe())
-
-    url = urllib.parse.urlsplit(state.settings.url)
-    if url.password is None:
-        return state.settings.url
-
-    hidden = url.netloc.replace(f":{url.password}@", ":***@", 1)
-
-    return urllib.parse.urlunsplit(url._replace(netloc=hidden))
+    return state.store.describe()
 
 
 def _set_up_logging(level: str | None) -> None:

@@ -83,6 +83,11 @@ class Job:
         return None if text is None else Progress.from_json(text)
 
     @property
+    def worker(self) -> str | None:
+        """The worker that holds the job while it runs (``host:pid:tag``)."""
+        return self._record.worker
+
+    @property
     def attempts(self) -> int:
         """How many times a worker has started this job."""
         return self._record.attempts

@@ -61,6 +61,11 @@ class Store(ABC):
         self._work = Bell()
         self._changes = Bell()
 
+    def describe(self) -> str:
+        """Where the jobs are, for people reading messages; never includes a
+        password."""
+        return type(self).__name__
+
     def wake_waiters(self) -> None:
         """Wake every thread of this process blocked in :meth:`wait_for_work`
         or :meth:`wait_for_change`, as when a worker stops."""

@@ -36,6 +36,9 @@ class MemoryStore(Store):
         self._jobs: dict[str, JobRecord] = {}
         self._lock = threading.Lock()
 
+    def describe(self) -> str:
+        return "memory:// (this process only)"
+
     def enqueue(self, job: JobRecord) -> JobRecord:
         stored = dataclasses.replace(job)
         with self._lock:
