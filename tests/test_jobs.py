@@ -13,9 +13,11 @@ import pytest
 from flask import Flask, current_app
 
 from flask_offload import (
+    Job,
     JobCancelled,
     JobFailed,
     Offload,
+    Task,
     WaitTimeout,
     current_job,
 )
@@ -620,3 +622,85 @@ def test_jobs_of_a_limited_queue_are_not_handed_to_an_idle_thread(
     finally:
         release.set()
         offload.close(app)
+
+
+def warm_up_with_fast_jobs(task: Task[[], None], count: int = 50) -> None:
+    """Make the worker expect fast jobs, so that it claims in large batches."""
+    jobs = [task.enqueue() for _ in range(count)]
+    for job in jobs:
+        job.wait(timeout=10)
+
+
+def two_apps_on_one_file(
+    instance: Path,
+) -> tuple[Flask, Offload, Flask, Offload]:
+    """Two apps sharing one store, as two processes would. A job enqueued
+    through the second is not handed to the first one's idle thread: the
+    first one's worker claims it, like a job from another process."""
+    app, offload = make_app(instance, OFFLOAD_WORKER_THREADS=0)
+    other_app, other = make_app(instance, OFFLOAD_WORKER_THREADS=0)
+    other_app.name = "other"
+    offload.init_app(app)
+    other.init_app(other_app)
+
+    return app, offload, other_app, other
+
+
+def test_slow_jobs_claimed_together_still_run_side_by_side_on_idle_threads(
+    tmp_path: Path,
+) -> None:
+    app, offload, other_app, other = two_apps_on_one_file(tmp_path)
+    barrier = threading.Barrier(2, timeout=10)
+
+    def meet_body() -> None:
+        barrier.wait()
+
+    fast = offload.task(name="tests.fast")(lambda: None)
+    offload.task(name="tests.meet")(meet_body)
+    meet = other.task(name="tests.meet")(meet_body)
+
+    offload.start_worker(app, threads=2)
+    try:
+        warm_up_with_fast_jobs(fast)
+        jobs = [meet.enqueue() for _ in range(2)]
+        for job in jobs:
+            job.wait(timeout=15)
+    finally:
+        offload.close(app)
+        other.close(other_app)
+
+
+def test_a_claimed_job_stuck_behind_a_slow_one_is_handed_to_another_worker(
+    tmp_path: Path,
+) -> None:
+    app, offload, other_app, other = two_apps_on_one_file(tmp_path)
+    ran_in: dict[int, str] = {}
+
+    def slow_body(n: int) -> None:
+        ran_in[n] = current_app.name
+        time.sleep(3)
+
+    fast = offload.task(name="tests.fast")(lambda: None)
+    offload.task(name="tests.slow")(slow_body)
+    slow = other.task(name="tests.slow")(slow_body)
+
+    offload.start_worker(app, threads=1)
+    try:
+        warm_up_with_fast_jobs(fast)
+        jobs = [slow.enqueue(n) for n in range(2)]
+        wait_for_running(jobs[0])
+        other.start_worker(other_app, threads=1)
+        for job in jobs:
+            job.wait(timeout=15)
+    finally:
+        offload.close(app)
+        other.close(other_app)
+
+    assert sorted(ran_in.values()) == ["offload_test_app", "other"]
+
+
+def wait_for_running(job: Job) -> None:
+    deadline = time.monotonic() + 10
+    while job.refresh().status != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)

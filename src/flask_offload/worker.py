@@ -1,11 +1,13 @@
 """The worker: claims jobs from a store and runs them on named threads.
 
-Each executor thread claims a batch of jobs, runs them one by one and
-reports their outcomes together with its next claim, in one transaction.
-Batches are sized from how long recent jobs took, so fast jobs are claimed
-many at a time while a slow job is claimed alone and never holds others
-back. A housekeeping thread renews leases, reports outcomes that have
-waited too long behind a slow job, and recovers jobs whose worker died.
+An executor thread that finds no claimed job waiting claims a batch and
+reports the outcomes of earlier jobs in the same transaction. The batch
+goes to a queue shared by the worker's threads, so idle threads help run
+it. Batches are sized from how long recent jobs took: fast jobs are claimed
+many at a time, a slow job alone. A housekeeping thread renews leases,
+reports outcomes that waited too long behind a slow job, hands back claimed
+jobs that waited too long for a thread (so another process can run them),
+and recovers jobs whose worker died.
 
 Delivery is at least once: an outcome not yet reported when the process
 dies is lost, and its job runs again after its lease expires.
@@ -52,6 +54,8 @@ BATCH_SECONDS = 0.02
 MAX_BATCH = 100
 #: An outcome waits at most about this long to be reported with others.
 FLUSH_DELAY = 0.05
+#: A claimed job that found no free thread for this long is handed back.
+PREFETCH_HOLD = 1.0
 HOUSEKEEPING_TICK = 0.05
 #: An idle executor claims again at least this often, whatever wakes it.
 IDLE_WAIT = 1.0
@@ -121,7 +125,8 @@ class Worker:
         self._typical_duration = BATCH_SECONDS
         self._idle_threads = 0
         self._reserved_threads = 0
-        self._handed_over: deque[JobRecord] = deque()
+        #: Claimed jobs no thread has started yet, with when they arrived.
+        self._ready: deque[tuple[JobRecord, float]] = deque()
 
     @property
     def is_running(self) -> bool:
@@ -161,6 +166,7 @@ class Worker:
 
         self._stopping.set()
         self.store.wake_waiters()
+        self._release_waiting(older_than=0)
         deadline = time.monotonic() + grace
         for thread in self._executors:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -215,7 +221,7 @@ class Worker:
             stopped = self._stopping.is_set()
             if not stopped:
                 self._held[record.id] = _Held(record)
-                self._handed_over.append(record)
+                self._ready.append((record, time.monotonic()))
         if stopped:
             # The worker stopped between the reservation and now: no thread
             # will take the job, so hand it back to the queue at once.
@@ -239,27 +245,38 @@ class Worker:
             raise
 
     def _execute_until_stopped(self) -> None:
-        batch: deque[JobRecord] = deque()
         while not self._stopping.is_set():
-            if not batch:
-                batch.extend(self._take_handed_over() or self._report_and_claim())
-                if not batch:
-                    self._wait_for_work()
-                    continue
+            record = self._next_job()
+            if record is None:
+                self._wait_for_work()
+                continue
 
-            self._run(batch.popleft())
-            if batch and self._outbox_age() > FLUSH_DELAY:
+            self._run(record)
+            if self._ready and self._outbox_age() > FLUSH_DELAY:
                 self._flush()
 
-        self._release_unstarted(batch)
-
-    def _take_handed_over(self) -> list[JobRecord]:
+    def _next_job(self) -> JobRecord | None:
+        """A job claimed earlier and not started yet, or else the first of a
+        new batch, whose rest goes to the shared queue for idle threads."""
         with self._lock:
-            if not self._handed_over:
-                return []
-            self._reserved_threads -= 1
+            if self._ready:
+                if self._reserved_threads:
+                    self._reserved_threads -= 1
+                return self._ready.popleft()[0]
 
-            return [self._handed_over.popleft()]
+        claimed = self._report_and_claim()
+        if not claimed:
+            return None
+
+        if len(claimed) > 1:
+            arrived = time.monotonic()
+            with self._lock:
+                self._ready.extend((record, arrived) for record in claimed[1:])
+                idle = self._idle_threads
+            if idle:
+                self.store.wake_waiters()
+
+        return claimed[0]
 
     def _wait_for_work(self) -> None:
         with self._lock:
@@ -407,6 +424,8 @@ class Worker:
             try:
                 if self._outbox_age() > FLUSH_DELAY:
                     self._flush()
+                if self._ready:
+                    self._release_waiting(older_than=PREFETCH_HOLD)
                 if now >= next_heartbeat:
                     next_heartbeat = now + self.lease / 3
                     self._heartbeat()
@@ -503,23 +522,29 @@ class Worker:
             for outcome in outcomes:
                 self._held.pop(outcome.job_id, None)
 
-    def _release_unstarted(self, batch: deque[JobRecord]) -> None:
-        if not batch:
-            return
-
-        job_ids = [record.id for record in batch]
-        try:
-            self.store.release(self.name, job_ids, started=False)
-        except Exception:
-            logger.exception(
-                "Worker %s could not hand back %d unstarted job(s); they run "
-                "again when their lease expires",
-                self.name,
-                len(job_ids),
-            )
+    def _release_waiting(self, *, older_than: float) -> None:
+        """Hand back claimed jobs that waited longer than ``older_than``
+        seconds for a thread, so another worker can run them."""
+        cutoff = time.monotonic() - older_than
         with self._lock:
-            for job_id in job_ids:
+            waiting = [
+                record.id for record, arrived in self._ready if arrived <= cutoff
+            ]
+            if not waiting:
+                return
+            self._ready = deque(
+                (record, arrived) for record, arrived in self._ready if arrived > cutoff
+            )
+            for job_id in waiting:
                 self._held.pop(job_id, None)
+
+        released = self.store.release(self.name, waiting, started=False)
+        logger.debug(
+            "Worker %s handed back %d claimed job(s) that found no free thread",
+            self.name,
+            released,
+            extra={"action": "handed_back", "worker": self.name},
+        )
 
     def _hand_back_held(self) -> None:
         """Hand back what is still held after the grace period: jobs whose
