@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -178,3 +179,53 @@ class BackgroundCommand:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+MANY_APP = "tests.apps.many_app:create_app()"
+#: One process that serves ``tests.apps.many_app`` and runs its worker, with
+#: no gunicorn master in between: killing it kills exactly one worker.
+MANY_APP_SERVER = [sys.executable, "-m", "tests.apps.many_app"]
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL every process in the group that ``process`` leads, including
+    children it left behind, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=20)
+
+
+class GuardedServer(Server):
+    """A :class:`Server` that kills its processes when it fails to start,
+    because the test then never gets the object that could stop them."""
+
+    def _wait_until_serving(self) -> None:
+        try:
+            super()._wait_until_serving()
+        except BaseException:
+            kill_group(self.process)
+            raise
+
+
+class Servers:
+    """The servers one test starts. :meth:`close` stops them all even when the
+    test failed, and kills whatever does not stop in time, so that no process
+    outlives its test and runs the next test's jobs."""
+
+    def __init__(self, instance: Path) -> None:
+        self.instance = instance
+        self.started: list[Server] = []
+
+    def start(
+        self, *extra: str, command: list[str] | None = None, **settings: str
+    ) -> Server:
+        server = GuardedServer(self.instance, *extra, command=command, **settings)
+        self.started.append(server)
+
+        return server
+
+    def close(self) -> None:
+        for server in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
+                server.stop()
+            kill_group(server.process)
