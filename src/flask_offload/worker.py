@@ -56,6 +56,10 @@ MAX_BATCH = 100
 FLUSH_DELAY = 0.05
 #: A claimed job that found no free thread for this long is handed back.
 PREFETCH_HOLD = 1.0
+#: After a claim that did not fill its batch, the next claim waits this
+#: long, so that jobs arriving one by one are claimed a few at a time
+#: instead of each costing a write transaction of its own.
+CLAIM_PAUSE = 0.002
 HOUSEKEEPING_TICK = 0.05
 #: An idle executor claims again at least this often, whatever wakes it.
 IDLE_WAIT = 1.0
@@ -123,6 +127,7 @@ class Worker:
         self._executors: list[threading.Thread] = []
         self._housekeeper: threading.Thread | None = None
         self._typical_duration = BATCH_SECONDS
+        self._next_claim_at = 0.0
         self._idle_threads = 0
         self._reserved_threads = 0
         #: Claimed jobs no thread has started yet, with when they arrived.
@@ -264,6 +269,9 @@ class Worker:
                     self._reserved_threads -= 1
                 return self._ready.popleft()[0]
 
+        pause = self._next_claim_at - time.monotonic()
+        if pause > 0:
+            self._stopping.wait(pause)
         claimed = self._report_and_claim()
         if not claimed:
             return None
@@ -294,6 +302,8 @@ class Worker:
             _, claimed = self.store.finish_and_claim(
                 self.name, outcomes, self.queues, limit, self.lease
             )
+            if 0 < len(claimed) < limit:
+                self._next_claim_at = time.monotonic() + CLAIM_PAUSE
         except Exception:
             logger.exception(
                 "Worker %s could not reach the store; retrying in %s s",

@@ -25,7 +25,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import (
@@ -62,11 +62,13 @@ from .base import Bell, Clock, Heartbeat, ListFilter, Store
 from .limits import Admission
 from .messages import lost_worker_error
 from .sql_schema import jobs, migrate
+from .sqlite_lock import SQLiteWriteLock, write_lock_for
 
 logger = logging.getLogger(__name__)
 
 SQLITE_SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
+_NOT_CHOSEN = object()
 _COLUMNS = tuple(jobs.c)
 # Written as literals, not parameters, so that SQLite can see at prepare time
 # that the partial indexes on these statuses apply.
@@ -121,6 +123,7 @@ class SQLStore(Store):
         self._watch_connection: Connection | None = None
         self._watched_version: int | None = None
         self._statements: dict[Hashable, _Prepared] = {}
+        self._write_lock: SQLiteWriteLock | object | None = _NOT_CHOSEN
 
     @property
     def engine(self) -> Engine:
@@ -129,6 +132,19 @@ class SQLStore(Store):
             self._engine = self._create_engine(self._url)
 
         return self._engine
+
+    @property
+    def write_lock(self) -> SQLiteWriteLock | None:
+        """The lock that queues this database's writers fairly across
+        processes, or ``None`` where there is none (not SQLite, not a file);
+        see :mod:`.sqlite_lock`."""
+        if self._write_lock is _NOT_CHOSEN:
+            url = self.engine.url
+            self._write_lock = (
+                write_lock_for(url.database, url.query) if self.is_sqlite else None
+            )
+
+        return self._write_lock  # type: ignore[return-value]
 
     @property
     def is_sqlite(self) -> bool:
@@ -152,12 +168,17 @@ class SQLStore(Store):
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
             self._engine = None
+        if isinstance(self._write_lock, SQLiteWriteLock):
+            self._write_lock.close()
+        self._write_lock = _NOT_CHOSEN
 
     def after_fork(self) -> None:
         self._watch_connection = None
         self._watch_lock = threading.Lock()
         if self._engine is not None:
             self._engine.dispose(close=False)
+        if isinstance(self._write_lock, SQLiteWriteLock):
+            self._write_lock.after_fork()
 
     def describe(self) -> str:
         """The database's URL with any password hidden, for messages."""
@@ -534,20 +555,23 @@ class SQLStore(Store):
     def _write_cursor(self) -> Iterator[Any]:
         """A DBAPI cursor in a transaction that holds the write lock, for the
         paths every job takes; see :class:`_Prepared`."""
+        # The connection is taken before the lock: the other order could
+        # wait for the lock while holding the pool's last connection.
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
-            if self.is_sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
-            try:
-                yield cursor
-            except BaseException:
-                connection.rollback()
-                raise
-            if self.is_sqlite:
-                cursor.execute("COMMIT")
-            else:
-                connection.commit()
+            with self.write_lock or nullcontext():
+                if self.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cursor
+                except BaseException:
+                    connection.rollback()
+                    raise
+                if self.is_sqlite:
+                    cursor.execute("COMMIT")
+                else:
+                    connection.commit()
             cursor.close()
         finally:
             connection.close()
@@ -568,13 +592,14 @@ class SQLStore(Store):
         """A connection in a transaction that holds the write lock."""
         with self.engine.connect() as connection:
             if self.is_sqlite:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-                try:
-                    yield connection
-                except BaseException:
-                    connection.exec_driver_sql("ROLLBACK")
-                    raise
-                connection.exec_driver_sql("COMMIT")
+                with self.write_lock or nullcontext():
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    try:
+                        yield connection
+                    except BaseException:
+                        connection.exec_driver_sql("ROLLBACK")
+                        raise
+                    connection.exec_driver_sql("COMMIT")
             else:
                 with connection.begin():
                     yield connection
