@@ -53,6 +53,7 @@ from flask_offload.stores.sqlite_lock import (
     percentile,
     write_lock_for,
 )
+from flask_offload.worker import CLAIM_PAUSE
 
 from .machine import describe_machine
 
@@ -417,9 +418,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--claim-pause",
         type=float,
-        default=0.0,
+        default=CLAIM_PAUSE,
         help="seconds the claiming thread waits after a claim that was not a "
-        "full batch (default: 0, as the worker does today)",
+        f"full batch (default: {CLAIM_PAUSE}, as the worker does)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     arguments = parser.parse_args(argv)
