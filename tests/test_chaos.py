@@ -281,20 +281,6 @@ class HeartbeatBehindFinish(SQLStore):
         return job is not None and job.status != "running"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "Worker._heartbeat takes the ids of its held jobs, then "
-        "SQLStore.heartbeat reports as lost every one of them no longer "
-        "running under this worker. A job whose outcome the executor stored "
-        "in between (the heartbeat waited for the write lock behind that very "
-        "report) is called lost: the worker logs the WARNING 'lost the lease "
-        "of job ...; its outcome will be dropped' (action lease_lost) for a "
-        "job that ran once and whose outcome was applied. Seen in the server "
-        "logs of the chaos test, in processes that were not killed."
-    ),
-)
 def test_a_job_that_ends_during_a_heartbeat_is_not_called_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

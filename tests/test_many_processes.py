@@ -260,20 +260,6 @@ def all_done(results: Path, tags: list[str]) -> Callable[[], bool]:
     return lambda: set(tags) <= set(read_done(results))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "Worker.reserve_thread() counts an idle executor thread for a job that "
-        "Task._enqueue then stores as already claimed by this worker, but "
-        "nothing keeps that thread for it: woken by an earlier hand-over, the "
-        "thread finds Worker._ready still empty in _next_job() and claims a "
-        "queued job from the store instead. hand_over() then puts the job in "
-        "_ready, where it waits, shown as running, until a thread of this "
-        "process finishes another job or the housekeeper hands it back after "
-        "PREFETCH_HOLD (1 s), while other processes have idle threads."
-    ),
-)
 def test_a_job_handed_to_an_idle_worker_thread_starts_at_once(
     servers: Servers, results: Path, store: SQLStore
 ) -> None:

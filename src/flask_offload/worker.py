@@ -73,6 +73,9 @@ class _Held:
     record: JobRecord
     context: JobContext | None = None
     cancel_requested: bool = False
+    #: Its outcome is on its way to the store, which then no longer counts
+    #: the job as running under this worker.
+    reporting: bool = False
 
 
 @dataclass(slots=True)
@@ -230,6 +233,7 @@ class Worker:
         if stopped:
             # The worker stopped between the reservation and now: no thread
             # will take the job, so hand it back to the queue at once.
+            self.unreserve_thread()
             self.store.release(self.name, [record.id], started=False)
             return
 
@@ -268,6 +272,10 @@ class Worker:
                 if self._reserved_threads:
                     self._reserved_threads -= 1
                 return self._ready.popleft()[0]
+            if self._reserved_threads:
+                # A job is being handed to an idle thread of this worker;
+                # claiming now could leave it waiting behind another job.
+                return None
 
         pause = self._next_claim_at - time.monotonic()
         if pause > 0:
@@ -464,7 +472,13 @@ class Worker:
                 held.cancel_requested = True
                 if held.context is not None:
                     held.context.request_cancel()
-        for job_id in beat.lost:
+            # A job reported meanwhile is no longer running, but not lost.
+            lost = [
+                job_id
+                for job_id in beat.lost
+                if job_id in self._held and not self._held[job_id].reporting
+            ]
+        for job_id in lost:
             logger.warning(
                 "Worker %s lost the lease of job %s; its outcome will be dropped",
                 self.name,
@@ -511,6 +525,10 @@ class Worker:
     def _take_outbox(self) -> list[Outcome]:
         with self._lock:
             outcomes, self._outbox.outcomes = self._outbox.outcomes, []
+            for outcome in outcomes:
+                held = self._held.get(outcome.job_id)
+                if held is not None:
+                    held.reporting = True
 
         return outcomes
 
