@@ -71,9 +71,10 @@ class Variant:
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "contention.json"
 VARIANTS = {
     "busy": Variant("SQLite's busy handler only: the store as it is", None),
-    "queue": Variant("SQLiteWriteLock: a ticket queue, 2 ms turns", "queue"),
+    "queue": Variant("SQLiteWriteLock: a ticket queue, 5 ms turns", "queue"),
+    "queue-2ms": Variant("SQLiteWriteLock: a ticket queue, 2 ms turns", "queue", 0.002),
     "strict": Variant("SQLiteWriteLock, a ticket queue without turns", "queue", 0.0),
-    "flock": Variant("SQLiteWriteLock on flock, 2 ms turns (macOS, BSD)", "flock"),
+    "flock": Variant("SQLiteWriteLock on flock, 5 ms turns (macOS, BSD)", "flock"),
 }
 #: As the worker claims jobs that take no time: the largest batch.
 BATCH = 100

@@ -38,22 +38,16 @@ machine (``bench/contention.py``; its results are in ``bench/results``):
 - Within a process, a ``threading.Lock``, and *turns*: while a process
   holds its place at the head of the queue, a writer that leaves hands the
   lock to a thread of the same process that is already waiting, for up to
-  ``turn`` seconds (2 ms by default), instead of sending it to the back.
+  ``turn`` seconds (5 ms by default), instead of sending it to the back.
   Queueing every thread on its own made each commit a switch to another
   process, and a worker's claims shrank to one job each: on the store,
   four processes moved 4,800 jobs a second where the busy handler moved
-  16,000 to 17,000. Queueing processes with turns, they moved 12,800, with a
-  99.9th-percentile wait of 27 ms against the busy handler's 104 ms and
-  every process done enqueueing within 4% of the others (32% apart with
-  the busy handler), while the busy handler's longest wait passed a
-  second.
-
-The fair order has a price a single process pays: a worker thread that
-claims again as soon as it has finished now alternates with the thread
-that enqueues, instead of being starved into large batches, so one process
-moved 8,200 jobs a second against the busy handler's 19,000. A worker that
-waits 2 ms after a claim that did not fill its batch brings that back to
-15,000.
+  16,000 to 17,000. With 5 ms turns (and a worker that pauses 2 ms after a
+  claim that did not fill its batch) four processes moved 13,200 jobs a
+  second, 86% of what one process moved, with a 99.9th-percentile wait of
+  25 ms and a longest wait of 39 ms; the busy handler's 99.9th percentile
+  was 108 ms and its longest wait 830 ms. Shorter turns (2 ms) kept the
+  tail lower (15 ms), but four processes then moved only 77% of one.
 
 Where ``F_OFD_SETLKW`` is missing (macOS, the BSDs) the queue between
 processes is ``flock`` on the side file: mutual exclusion without the
@@ -102,7 +96,7 @@ logger = logging.getLogger(__name__)
 
 LockMode = Literal["queue", "flock", "thread"]
 LOCK_SUFFIX = "-writer.lock"
-DEFAULT_TURN = 0.002
+DEFAULT_TURN = 0.005
 DEFAULT_RECORDED_WAITS = 4096
 
 # Byte offsets of the queue's locks in the side file. Locks are advisory and
