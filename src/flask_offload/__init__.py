@@ -8,6 +8,7 @@ from .errors import (
     JobCancelled,
     JobFailed,
     OffloadError,
+    Retry,
     WaitTimeout,
 )
 from .extension import Offload
@@ -27,6 +28,7 @@ __all__ = [
     "Offload",
     "OffloadError",
     "Progress",
+    "Retry",
     "Status",
     "Task",
     "WaitTimeout",

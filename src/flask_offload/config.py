@@ -33,6 +33,7 @@ class Settings:
     poll_interval: float
     sqlite_synchronous: str
     queues: dict[str, int]
+    eager: bool
 
 
 def _integer(minimum: int) -> Callable[[str, Any], int]:
@@ -115,6 +116,12 @@ def _queues(key: str, value: Any) -> dict[str, int]:
     return limits
 
 
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
+    return value
+
+
 #: Each setting's name without the prefix, its default, and its check.
 SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "URL": (None, _url),
@@ -125,6 +132,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "POLL_INTERVAL": (0.05, _seconds(positive=True)),
     "SQLITE_SYNCHRONOUS": ("NORMAL", _synchronous),
     "QUEUES": ({}, _queues),
+    "EAGER": (False, _boolean),
 }
 
 

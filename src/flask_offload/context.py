@@ -11,11 +11,11 @@ import logging
 import threading
 import time
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from werkzeug.local import LocalProxy
 
-from .errors import JobCancelled
+from .errors import JobCancelled, Retry
 from .records import Progress
 
 if TYPE_CHECKING:
@@ -99,6 +99,12 @@ class JobContext:
         requested. The worker records the job as ``cancelled``."""
         if self.cancel_requested:
             raise JobCancelled(self.id)
+
+    def retry(self, delay: float | None = None, reason: str = "") -> NoReturn:
+        """End this attempt and run the job again after ``delay`` seconds (or
+        the task's backoff), if the task has retries left; see
+        :class:`~flask_offload.Retry`."""
+        raise Retry(delay, reason)
 
     def request_cancel(self) -> None:
         """Called by the worker when it learns of a cancellation request."""

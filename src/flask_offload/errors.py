@@ -55,3 +55,19 @@ class WaitTimeout(OffloadError, TimeoutError):
     """Raised by :meth:`Job.wait` when the job has not ended within the given
     timeout. The job itself is not affected and may still finish later.
     """
+
+
+class Retry(OffloadError):
+    """Raised by a task to ask for another attempt, after ``delay`` seconds
+    (or the task's backoff when ``None``). It uses up one of the task's
+    ``retries``; with none left the job fails, with ``reason`` as its error.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "") -> None:
+        if delay is not None and (
+            isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0
+        ):
+            raise ValueError(f"delay must be seconds, 0 or more, not {delay!r}.")
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason or "The task asked for a retry.")

@@ -26,7 +26,7 @@ from .records import DEFAULT_QUEUE, Status
 from .stores import store_from_url
 from .stores.base import ListFilter, Store
 from .stores.sql import SQLStore
-from .task import ConcurrencyKey, EnqueueOptions, Task
+from .task import ConcurrencyKey, EnqueueOptions, RetryPolicy, Task
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ class OffloadState:
         self.settings = settings
         self.store = _make_store(settings)
         self.worker: Worker | None = None
+        self.eager = settings.eager
+        self._inline_worker: Worker | None = None
         self.start_mode = StartMode.NEVER
         self.closed = False
         self._forked_into: int | None = None
@@ -63,6 +65,14 @@ class OffloadState:
             self.worker.start()
 
             return self.worker
+
+    def inline_worker(self) -> Worker:
+        """A worker with no threads of its own, that runs jobs in the thread
+        that asks: for ``OFFLOAD_EAGER`` and :meth:`Offload.drain`."""
+        if self._inline_worker is None:
+            self._inline_worker = self.offload.make_worker(self.app, threads=1)
+
+        return self._inline_worker
 
     def stop_worker(self, grace: float | None = None) -> None:
         with self._lock:
@@ -88,6 +98,7 @@ class OffloadState:
         self._lock = threading.Lock()
         self.store.after_fork()
         self.worker = None
+        self._inline_worker = None
         if self.start_mode is StartMode.IN_FORKED_CHILDREN:
             self.start_mode = StartMode.NOW
             self.start_worker()
@@ -155,6 +166,12 @@ class Offload:
         priority: int = 0,
         concurrency_key: ConcurrencyKey = None,
         concurrency_limit: int = 1,
+        unique_key: ConcurrencyKey = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        retry_backoff: float = 2.0,
+        retry_backoff_max: float = 3600.0,
+        retry_jitter: bool = True,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@offload.task()`` or
         ``@offload.task(queue="reports", priority=5)``.
@@ -164,6 +181,16 @@ class Offload:
         processes. It is a str, or a function called with the job's
         arguments that returns one (or ``None`` for no limit), for example
         ``concurrency_key=lambda user_id, **_: f"user:{user_id}"``.
+
+        ``unique_key`` (a str or a function of the arguments, like
+        ``concurrency_key``): while a job with the same key is scheduled,
+        queued or running, enqueueing returns that job instead of a new one.
+
+        ``retries``: how many times a failed attempt is tried again, when its
+        exception is one of ``retry_on``; the wait doubles from
+        ``retry_backoff`` seconds up to ``retry_backoff_max``, with jitter
+        unless ``retry_jitter=False``. A task can also ask for a retry by
+        raising :class:`~flask_offload.Retry`.
 
         The task's name defaults to ``module.function``; it is how stored jobs
         find their function again, so renaming a function strands its queued
@@ -180,6 +207,14 @@ class Offload:
             priority=priority,
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
+            unique_key=unique_key,
+        )
+        retry = RetryPolicy(
+            retries=retries,
+            retry_on=retry_on,
+            backoff=retry_backoff,
+            backoff_max=retry_backoff_max,
+            jitter=retry_jitter,
         )
 
         def register(function: Callable[P, R]) -> Task[P, R]:
@@ -189,12 +224,15 @@ class Offload:
                     f"A task named {task_name!r} is registered already; give one "
                     f"of them another name with @offload.task(name=...)."
                 )
-            task = Task(function, task_name, defaults, self.state)
+            task = Task(function, task_name, defaults, self._target, retry)
             self.tasks[task_name] = task
 
             return task
 
         return register
+
+    def _target(self) -> OffloadState:
+        return self.state()
 
     def state(self, app: Flask | None = None) -> OffloadState:
         """The state of ``app``, of the current app, or of the only app this
@@ -284,6 +322,14 @@ class Offload:
             max_recoveries=state.settings.max_recoveries,
             job_context=app.app_context,
         )
+
+    def drain(self, app: Flask | None = None, *, max_jobs: int | None = None) -> int:
+        """Run every job that is due, one after another in the calling
+        thread, until none is left (or ``max_jobs`` ran), and return how many
+        ran. For tests: enqueue, then ``offload.drain()``, then assert on the
+        results. Jobs scheduled for later, and retries waiting for their
+        time, are left alone."""
+        return self.state(app).inline_worker().drain(max_jobs)
 
     def start_worker(
         self, app: Flask | None = None, *, threads: int | None = None

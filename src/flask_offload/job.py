@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,22 @@ class Job:
         """The type, message and traceback of the last failure, if any."""
         text = self._record.error
         return None if text is None else JobError.from_json(text)
+
+    @property
+    def errors(self) -> list[JobError]:
+        """The error of every failed attempt, oldest first; a job that was
+        retried keeps them all."""
+        text = self._record.attempt_errors
+        if text is None:
+            error = self.error
+            return [] if error is None else [error]
+
+        return [JobError.from_json(json.dumps(item)) for item in json.loads(text)]
+
+    @property
+    def run_at(self) -> datetime:
+        """When the job may start (for a scheduled job, or a retry)."""
+        return _as_datetime(self._record.run_at)
 
     @property
     def progress(self) -> Progress | None:

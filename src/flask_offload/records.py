@@ -90,6 +90,8 @@ class JobRecord:
     cancel_requested: bool = False
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    unique_key: str | None = None
+    attempt_errors: str | None = None
     result: str | None = None
     error: str | None = None
     progress: str | None = None
@@ -112,6 +114,10 @@ class Outcome:
     result: str | None = None
     error: str | None = None
     progress: str | None = None
+    #: For a retry: when the next attempt may start, and the errors of every
+    #: attempt so far (a JSON list), which the store keeps on the job.
+    retry_at: float | None = None
+    attempt_errors: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

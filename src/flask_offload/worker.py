@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import json
 import logging
 import os
 import secrets
@@ -32,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import decode_arguments, encode_result
 from .context import JobContext, _current_job
-from .errors import JobCancelled
+from .errors import JobCancelled, Retry
 from .records import (
     CANCELLED,
     FAILED,
     RUNNING,
+    SCHEDULED,
     SUCCEEDED,
     JobError,
     JobRecord,
@@ -239,6 +241,30 @@ class Worker:
 
         self.store.wake_waiters()
 
+    def run_now(self, record: JobRecord) -> None:
+        """Run a job this worker holds in the calling thread and report its
+        outcome at once, as ``OFFLOAD_EAGER`` does."""
+        with self._lock:
+            self._held[record.id] = _Held(record)
+        self._run(record)
+        self._flush()
+
+    def drain(self, max_jobs: int | None = None) -> int:
+        """Claim and run due jobs in the calling thread until none is left,
+        or ``max_jobs`` ran; report every outcome; return how many ran."""
+        ran = 0
+        while max_jobs is None or ran < max_jobs:
+            room = MAX_BATCH if max_jobs is None else min(MAX_BATCH, max_jobs - ran)
+            claimed = self._report_and_claim(limit=room)
+            if not claimed:
+                break
+            for record in claimed:
+                self._run(record)
+                ran += 1
+        self._flush()
+
+        return ran
+
     def _execute(self) -> None:
         try:
             self._execute_until_stopped()
@@ -303,9 +329,10 @@ class Worker:
             with self._lock:
                 self._idle_threads -= 1
 
-    def _report_and_claim(self) -> list[JobRecord]:
+    def _report_and_claim(self, limit: int | None = None) -> list[JobRecord]:
         outcomes = self._take_outbox()
-        limit = max(1, min(MAX_BATCH, int(BATCH_SECONDS / self._typical_duration)))
+        if limit is None:
+            limit = max(1, min(MAX_BATCH, int(BATCH_SECONDS / self._typical_duration)))
         try:
             _, claimed = self.store.finish_and_claim(
                 self.name, outcomes, self.queues, limit, self.lease
@@ -390,15 +417,43 @@ class Worker:
         except JobCancelled:
             return Outcome(record.id, record.attempts, CANCELLED, time.time())
         except Exception as error:
-            return Outcome(
-                record.id,
-                record.attempts,
-                FAILED,
-                time.time(),
-                error=_describe(error),
-            )
+            return self._failure(record, task, error)
 
         return Outcome(record.id, record.attempts, SUCCEEDED, time.time(), result)
+
+    def _failure(
+        self, record: JobRecord, task: Task[Any, Any] | None, error: Exception
+    ) -> Outcome:
+        """A failed attempt: scheduled again if the task's retry policy says
+        so, failed for good otherwise. Every attempt's error is kept."""
+        described = _describe(error)
+        errors = json.loads(record.attempt_errors or "[]")
+        errors.append(json.loads(described))
+        now = time.time()
+        outcome = Outcome(
+            record.id,
+            record.attempts,
+            FAILED,
+            now,
+            error=described,
+            attempt_errors=json.dumps(errors),
+        )
+
+        policy = None if task is None else task.retry
+        retrying = policy is not None and record.attempts <= policy.retries
+        if isinstance(error, Retry):
+            delay = error.delay
+        elif policy is not None and isinstance(error, policy.retry_on):
+            delay = None
+        else:
+            retrying = False
+        if retrying and policy is not None:
+            if delay is None:
+                delay = policy.delay_after(record.attempts)
+            outcome.status = SCHEDULED
+            outcome.retry_at = now + delay
+
+        return outcome
 
     def _log_outcome(
         self, record: JobRecord, outcome: Outcome, duration: float
@@ -422,6 +477,17 @@ class Worker:
         elif outcome.status == CANCELLED:
             logger.warning(
                 "Job %s (%s) was cancelled", record.id, record.task, extra=extra
+            )
+        elif outcome.status == SCHEDULED and outcome.retry_at is not None:
+            extra["action"] = "retrying"
+            logger.warning(
+                "Job %s (%s) failed on attempt %d and runs again in %.1f s: %s",
+                record.id,
+                record.task,
+                record.attempts,
+                outcome.retry_at - outcome.finished_at,
+                _message_of(outcome),
+                extra=extra,
             )
         else:
             logger.error(
@@ -597,6 +663,15 @@ class Worker:
 
 def _describe(error: BaseException) -> str:
     return JobError.from_exception(error).to_json()
+
+
+def _message_of(outcome: Outcome) -> str:
+    if outcome.error is None:
+        return ""
+
+    error = JobError.from_json(outcome.error)
+
+    return f"{error.type}: {error.message}"
 
 
 def _traceback_of(outcome: Outcome) -> str:

@@ -563,3 +563,94 @@ def test_concurrent_claims_never_exceed_a_limit(store: Store) -> None:
     }
     assert sum(1 for job in running if job.concurrency_key == "shared") == 3
     assert max(running_at_once) == 4
+
+
+def test_a_scheduled_job_is_claimed_only_once_its_time_has_come(
+    store: Store, clock: FakeClock
+) -> None:
+    now = clock.now
+    job = JobRecord(
+        id=new_job_id(),
+        task="tasks.later",
+        arguments='{"args":[],"kwargs":{}}',
+        status="scheduled",
+        enqueued_at=now,
+        run_at=now + 60,
+    )
+    store.enqueue(job)
+
+    assert store.claim("w1", None, 10, LEASE) == []
+    assert store.counts()["default"]["scheduled"] == 1
+    clock.advance(61)
+    (claimed,) = store.claim("w1", None, 10, LEASE)
+
+    assert (claimed.id, claimed.status, claimed.attempts) == (job.id, RUNNING, 1)
+
+
+def test_a_retry_outcome_schedules_the_next_attempt_and_keeps_the_errors(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    error = JobError("ValueError", "flaky", "Traceback ...")
+    retry = Outcome(
+        job.id,
+        job.attempts,
+        "scheduled",
+        clock.now,
+        error=error.to_json(),
+        retry_at=clock.now + 30,
+        attempt_errors=f"[{error.to_json()}]",
+    )
+
+    store.finish("w1", [retry])
+
+    stored = store.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.finished_at, stored.worker) == (
+        "scheduled",
+        None,
+        None,
+    )
+    assert stored.run_at == pytest.approx(clock.now + 30)
+    assert stored.attempt_errors == f"[{error.to_json()}]"
+    assert store.claim("w1", None, 1, LEASE) == []
+    clock.advance(31)
+    (again,) = store.claim("w1", None, 1, LEASE)
+    assert again.attempts == 2
+
+
+def test_enqueueing_a_unique_key_again_returns_the_unfinished_job(
+    store: Store,
+) -> None:
+    first = make_unique_job(store, "report:7")
+    again = make_unique_job(store, "report:7")
+    other = make_unique_job(store, "report:8")
+
+    assert again.id == first.id
+    assert other.id != first.id
+    assert sum(store.counts()["default"].values()) == 2
+
+
+def test_a_unique_key_is_free_again_once_its_job_has_finished(store: Store) -> None:
+    first = make_unique_job(store, "report:7")
+    (claimed,) = store.claim("w1", None, 1, LEASE)
+    assert make_unique_job(store, "report:7").id == first.id
+    store.finish("w1", [succeeded(claimed)])
+
+    assert make_unique_job(store, "report:7").id != first.id
+
+
+def make_unique_job(store: Store, key: str) -> JobRecord:
+    now = store.clock()
+
+    return store.enqueue(
+        JobRecord(
+            id=new_job_id(),
+            task="tasks.report",
+            arguments='{"args":[],"kwargs":{}}',
+            enqueued_at=now,
+            run_at=now,
+            unique_key=key,
+        )
+    )

@@ -16,6 +16,7 @@ from ..records import (
     FINISHED_STATUSES,
     QUEUED,
     RUNNING,
+    SCHEDULED,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
@@ -42,6 +43,11 @@ class MemoryStore(Store):
     def enqueue(self, job: JobRecord) -> JobRecord:
         stored = dataclasses.replace(job)
         with self._lock:
+            if job.unique_key is not None:
+                for existing in self._jobs.values():
+                    unfinished = existing.status not in FINISHED_STATUSES
+                    if existing.unique_key == job.unique_key and unfinished:
+                        return dataclasses.replace(existing)
             self._jobs[stored.id] = stored
         self._ring(work=True)
 
@@ -52,6 +58,9 @@ class MemoryStore(Store):
     ) -> list[JobRecord]:
         now = self.clock()
         with self._lock:
+            for job in self._jobs.values():
+                if job.status == SCHEDULED and job.run_at <= now:
+                    job.status = QUEUED
             ready = [
                 job
                 for job in self._jobs.values()
@@ -95,7 +104,12 @@ class MemoryStore(Store):
                 if job is None or not self._holds(job, worker, outcome.attempt):
                     continue
                 job.status = outcome.status
-                job.finished_at = outcome.finished_at
+                retrying = outcome.retry_at is not None
+                job.finished_at = None if retrying else outcome.finished_at
+                if outcome.retry_at is not None:
+                    job.run_at = outcome.retry_at
+                if outcome.attempt_errors is not None:
+                    job.attempt_errors = outcome.attempt_errors
                 job.result = outcome.result
                 job.error = outcome.error
                 if outcome.progress is not None:

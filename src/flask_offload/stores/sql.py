@@ -53,6 +53,7 @@ from ..records import (
     FINISHED_STATUSES,
     QUEUED,
     RUNNING,
+    SCHEDULED,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
@@ -74,6 +75,7 @@ _COLUMNS = tuple(jobs.c)
 # that the partial indexes on these statuses apply.
 _IS_QUEUED = jobs.c.status == literal_column(f"'{QUEUED}'")
 _IS_RUNNING = jobs.c.status == literal_column(f"'{RUNNING}'")
+_IS_SCHEDULED = jobs.c.status == literal_column(f"'{SCHEDULED}'")
 _FIELD_NAMES = tuple(column.name for column in _COLUMNS)
 
 
@@ -187,6 +189,11 @@ class SQLStore(Store):
     def enqueue(self, job: JobRecord) -> JobRecord:
         insert_job = self._prepared("insert", lambda: insert(jobs))
         with self._write_cursor() as cursor:
+            if job.unique_key is not None:
+                same = self._prepared("unique", lambda: _SAME_UNIQUE_KEY)
+                row = same.execute(cursor, {"b_key": job.unique_key}).fetchone()
+                if row is not None:
+                    return _as_record(row)
             insert_job.execute(cursor, _as_row(job))
         self._work.ring()
         self._changes.ring()
@@ -451,9 +458,10 @@ class SQLStore(Store):
 
     def _has_ready_work(self) -> bool:
         with self._read() as connection:
+            now = self.clock()
             row = connection.execute(
                 select(jobs.c.id)
-                .where(_IS_QUEUED, jobs.c.run_at <= self.clock())
+                .where(or_(_IS_QUEUED, _IS_SCHEDULED), jobs.c.run_at <= now)
                 .limit(1)
             ).first()
 
@@ -470,6 +478,9 @@ class SQLStore(Store):
         """Claim in three statements inside the caller's write transaction:
         count the running jobs, read the first ready jobs that no saturated
         limit excludes, and mark those the limits admit as running."""
+        now = self.clock()
+        due = self._prepared("due", lambda: _PROMOTE_DUE)
+        due.execute(cursor, {"b_now": now})
         running = self._prepared("running", lambda: _RUNNING)
         admission = Admission(self.queue_limits, running.execute(cursor, {}))
         full_queues = _padded(admission.saturated_queues())
@@ -479,7 +490,6 @@ class SQLStore(Store):
         ready = self._prepared(
             key, lambda: _ready_statement(queues, len(full_queues), len(full_keys))
         )
-        now = self.clock()
         values: dict[str, Any] = {"b_now": now, "b_limit": limit}
         values.update(_numbered("b_queue", queues or []))
         values.update(_numbered("b_full_queue", full_queues))
@@ -531,10 +541,16 @@ class SQLStore(Store):
                     {
                         "b_id": job_id,
                         "b_status": by_id[job_id].status,
-                        "b_finished_at": by_id[job_id].finished_at,
+                        "b_finished_at": (
+                            None
+                            if by_id[job_id].retry_at is not None
+                            else by_id[job_id].finished_at
+                        ),
                         "b_result": by_id[job_id].result,
                         "b_error": by_id[job_id].error,
                         "b_progress": by_id[job_id].progress,
+                        "b_retry_at": by_id[job_id].retry_at,
+                        "b_attempt_errors": by_id[job_id].attempt_errors,
                     }
                     for job_id in applied
                 ],
@@ -648,9 +664,28 @@ _FINISH = (
         result=bindparam("b_result"),
         error=bindparam("b_error"),
         progress=func.coalesce(bindparam("b_progress"), jobs.c.progress),
+        run_at=func.coalesce(bindparam("b_retry_at"), jobs.c.run_at),
+        attempt_errors=func.coalesce(
+            bindparam("b_attempt_errors"), jobs.c.attempt_errors
+        ),
         worker=None,
         lease_expires_at=None,
     )
+)
+# A scheduled job whose time has come is queued, in the claim's own
+# transaction, so that it is claimed in priority order with the rest.
+_PROMOTE_DUE = (
+    update(jobs)
+    .where(_IS_SCHEDULED, jobs.c.run_at <= bindparam("b_now"))
+    .values(status=QUEUED)
+)
+# Spelled as the partial unique index is, so that SQLite uses it.
+_SAME_UNIQUE_KEY = select(*_COLUMNS).where(
+    jobs.c.unique_key.is_not(None),
+    jobs.c.unique_key == bindparam("b_key"),
+    jobs.c.status.in_(
+        [literal_column(f"'{status}'") for status in (SCHEDULED, QUEUED, RUNNING)]
+    ),
 )
 
 

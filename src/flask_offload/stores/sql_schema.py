@@ -26,10 +26,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     literal_column,
     select,
 )
 from sqlalchemy.schema import CreateIndex, DropIndex
+
+UNFINISHED_STATUSES = ("scheduled", "queued", "running")
 
 
 def _define(metadata: MetaData, version: int) -> Table:
@@ -60,6 +63,8 @@ def _define(metadata: MetaData, version: int) -> Table:
     ]
     if version >= 2:
         columns += _version_2_columns()
+    if version >= 3:
+        columns += _version_3_columns()
 
     jobs: Table = Table(
         "offload_jobs",
@@ -94,6 +99,8 @@ def _define(metadata: MetaData, version: int) -> Table:
         )
     else:
         _running_index(jobs)
+    if version >= 3:
+        _version_3_indexes(jobs)
 
     Table(
         "offload_meta",
@@ -111,6 +118,43 @@ def _version_2_columns() -> list[Column[Any]]:
     return [
         Column("concurrency_key", String(255)),
         Column("concurrency_limit", Integer),
+    ]
+
+
+def _version_3_columns() -> list[Column[Any]]:
+    """Unique jobs, and the errors of earlier attempts (a JSON list)."""
+    return [
+        Column("unique_key", String(255)),
+        Column("attempt_errors", Text),
+    ]
+
+
+def _version_3_indexes(jobs: Table) -> list[Index]:
+    """Since version 3: scheduled jobs by run time, so a claim finds the due
+    ones at once; and at most one waiting or running job per unique key,
+    which the database itself enforces."""
+    scheduled = jobs.c.status == literal_column("'scheduled'")
+    unfinished = and_(
+        jobs.c.unique_key.is_not(None),
+        jobs.c.status.in_(
+            [literal_column(f"'{status}'") for status in UNFINISHED_STATUSES]
+        ),
+    )
+
+    return [
+        Index(
+            "ix_offload_jobs_scheduled",
+            jobs.c.run_at,
+            sqlite_where=scheduled,
+            postgresql_where=scheduled,
+        ),
+        Index(
+            "ix_offload_jobs_unique",
+            jobs.c.unique_key,
+            unique=True,
+            sqlite_where=unfinished,
+            postgresql_where=unfinished,
+        ),
     ]
 
 
@@ -154,12 +198,26 @@ def _add_concurrency_keys(connection: Connection) -> None:
     connection.execute(CreateIndex(_index(version_2, "ix_offload_jobs_running")))
 
 
+def _add_policies(connection: Connection) -> None:
+    """Version 3: unique keys, attempt errors, and their indexes."""
+    dialect = connection.dialect
+    for column in _version_3_columns():
+        connection.exec_driver_sql(
+            f"ALTER TABLE offload_jobs ADD COLUMN {column.name} "
+            f"{column.type.compile(dialect=dialect)}"
+        )
+
+    version_3 = _define(MetaData(), 3)
+    for name in ("ix_offload_jobs_scheduled", "ix_offload_jobs_unique"):
+        connection.execute(CreateIndex(_index(version_3, name)))
+
+
 def _index(table: Table, name: str) -> Index:
     return next(index for index in table.indexes if index.name == name)
 
 
 metadata = MetaData()
-jobs = _define(metadata, 2)
+jobs = _define(metadata, 3)
 meta = metadata.tables["offload_meta"]
 
 SCHEMA_VERSION_KEY = "schema_version"
@@ -170,6 +228,7 @@ SCHEMA_VERSION_KEY = "schema_version"
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_version_1,
     _add_concurrency_keys,
+    _add_policies,
 ]
 CURRENT_VERSION = len(MIGRATIONS)
 
