@@ -3,7 +3,9 @@ SQLite file."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -224,3 +226,43 @@ def test_a_bad_retry_setting_is_refused_at_decoration() -> None:
         offload.task(retries=-1)
     with pytest.raises(TypeError, match="retry_on must be a tuple of exception"):
         offload.task(retry_on=ValueError)  # type: ignore[arg-type]
+
+
+def test_finished_jobs_are_purged_after_their_keep_time(tmp_path: Path) -> None:
+    app, offload = make_app(
+        tmp_path, OFFLOAD_WORKER_THREADS=0, OFFLOAD_KEEP_FINISHED=3600
+    )
+    offload.init_app(app)
+
+    @offload.task()
+    def ordinary() -> None:
+        pass
+
+    @offload.task(keep_finished=0)
+    def forgettable() -> None:
+        pass
+
+    @offload.task(keep_finished=math.inf)
+    def precious() -> None:
+        pass
+
+    try:
+        jobs = [ordinary.enqueue(), forgettable.enqueue(), precious.enqueue()]
+        waiting = ordinary.enqueue()
+        offload.drain(max_jobs=3)
+        state = offload.state(app)
+
+        assert state.purge_finished() == 1
+        assert [offload.get_job(job.id) is None for job in jobs] == [
+            False,
+            True,
+            False,
+        ]
+
+        state.settings = dataclasses.replace(state.settings, keep_finished=0.0)
+        assert state.purge_finished() == 1
+        assert offload.get_job(jobs[0].id) is None
+        assert offload.get_job(jobs[2].id) is not None
+        assert offload.get_job(waiting.id) is not None
+    finally:
+        offload.close(app)

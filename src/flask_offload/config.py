@@ -34,6 +34,7 @@ class Settings:
     sqlite_synchronous: str
     queues: dict[str, int]
     eager: bool
+    keep_finished: float
 
 
 def _integer(minimum: int) -> Callable[[str, Any], int]:
@@ -133,6 +134,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "SQLITE_SYNCHRONOUS": ("NORMAL", _synchronous),
     "QUEUES": ({}, _queues),
     "EAGER": (False, _boolean),
+    # A week; math.inf keeps finished jobs forever.
+    "KEEP_FINISHED": (7 * 24 * 3600.0, _seconds(positive=False)),
 }
 
 

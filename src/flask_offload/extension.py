@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -65,6 +66,26 @@ class OffloadState:
             self.worker.start()
 
             return self.worker
+
+    def purge_finished(self) -> int:
+        """Delete finished jobs older than their task's ``keep_finished``, or
+        ``OFFLOAD_KEEP_FINISHED``. Every worker calls this now and then."""
+        now = self.store.clock()
+        by_keep: dict[float, list[str]] = {}
+        for name, task in self.offload.tasks.items():
+            if task.keep_finished is not None:
+                by_keep.setdefault(task.keep_finished, []).append(name)
+        custom = [name for names in by_keep.values() for name in names]
+
+        deleted = 0
+        default = self.settings.keep_finished
+        if math.isfinite(default):
+            deleted += self.store.purge(now - default, other_than=custom)
+        for keep, names in by_keep.items():
+            if math.isfinite(keep):
+                deleted += self.store.purge(now - keep, tasks=names)
+
+        return deleted
 
     def inline_worker(self) -> Worker:
         """A worker with no threads of its own, that runs jobs in the thread
@@ -172,6 +193,7 @@ class Offload:
         retry_backoff: float = 2.0,
         retry_backoff_max: float = 3600.0,
         retry_jitter: bool = True,
+        keep_finished: float | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@offload.task()`` or
         ``@offload.task(queue="reports", priority=5)``.
@@ -191,6 +213,9 @@ class Offload:
         ``retry_backoff`` seconds up to ``retry_backoff_max``, with jitter
         unless ``retry_jitter=False``. A task can also ask for a retry by
         raising :class:`~flask_offload.Retry`.
+
+        ``keep_finished``: seconds this task's finished jobs (and their
+        results) are kept, instead of ``OFFLOAD_KEEP_FINISHED``.
 
         The task's name defaults to ``module.function``; it is how stored jobs
         find their function again, so renaming a function strands its queued
@@ -224,7 +249,9 @@ class Offload:
                     f"A task named {task_name!r} is registered already; give one "
                     f"of them another name with @offload.task(name=...)."
                 )
-            task = Task(function, task_name, defaults, self._target, retry)
+            task = Task(
+                function, task_name, defaults, self._target, retry, keep_finished
+            )
             self.tasks[task_name] = task
 
             return task
@@ -321,6 +348,7 @@ class Offload:
             lease=state.settings.lease_seconds,
             max_recoveries=state.settings.max_recoveries,
             job_context=app.app_context,
+            purge=state.purge_finished,
         )
 
     def drain(self, app: Flask | None = None, *, max_jobs: int | None = None) -> int:

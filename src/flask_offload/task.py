@@ -195,11 +195,25 @@ class Task(Generic[P, R]):
         options: EnqueueOptions,
         target: Callable[[], EnqueueTarget],
         retry: RetryPolicy | None = None,
+        keep_finished: float | None = None,
     ) -> None:
+        if keep_finished is not None and (
+            isinstance(keep_finished, bool)
+            or not isinstance(keep_finished, (int, float))
+            or keep_finished < 0
+        ):
+            raise ValueError(
+                f"keep_finished must be a number of seconds, 0 or more (math.inf "
+                f"keeps them forever), or None for OFFLOAD_KEEP_FINISHED, not "
+                f"{keep_finished!r}."
+            )
         self.function = function
         self.name = name
         self.options = options
         self.retry = retry or RetryPolicy()
+        #: How long this task's finished jobs are kept, if not the app's
+        #: ``OFFLOAD_KEEP_FINISHED``.
+        self.keep_finished = keep_finished
         self._target = target
         functools.update_wrapper(self, function)
 

@@ -62,6 +62,8 @@ PREFETCH_HOLD = 1.0
 #: long, so that jobs arriving one by one are claimed a few at a time
 #: instead of each costing a write transaction of its own.
 CLAIM_PAUSE = 0.002
+#: How often a worker deletes finished jobs past their keep time.
+PURGE_INTERVAL = 60.0
 HOUSEKEEPING_TICK = 0.05
 #: An idle executor claims again at least this often, whatever wakes it.
 IDLE_WAIT = 1.0
@@ -114,6 +116,7 @@ class Worker:
         max_recoveries: int = 3,
         job_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
         name: str | None = None,
+        purge: Callable[[], int] | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"A worker needs at least one thread, not {threads!r}.")
@@ -125,6 +128,7 @@ class Worker:
         self.max_recoveries = max_recoveries
         self._tasks = tasks
         self._job_context = job_context
+        self._purge = purge
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._outbox = _Outbox()
@@ -503,6 +507,7 @@ class Worker:
         next_heartbeat = time.monotonic() + self.lease / 3
         next_recovery = time.monotonic()
         recovery_interval = min(self.lease / 2, 5.0)
+        next_purge = time.monotonic()
         while not self._stopping.wait(HOUSEKEEPING_TICK):
             now = time.monotonic()
             try:
@@ -516,6 +521,9 @@ class Worker:
                 if now >= next_recovery:
                     next_recovery = now + recovery_interval
                     self._recover()
+                if self._purge is not None and now >= next_purge:
+                    next_purge = now + PURGE_INTERVAL
+                    self._purge_finished(self._purge)
             except Exception:
                 logger.exception(
                     "Worker %s: housekeeping failed; trying again shortly",
@@ -550,6 +558,16 @@ class Worker:
                 self.name,
                 job_id,
                 extra={"action": "lease_lost", "job_id": job_id, "worker": self.name},
+            )
+
+    def _purge_finished(self, purge: Callable[[], int]) -> None:
+        deleted = purge()
+        if deleted:
+            logger.info(
+                "Worker %s deleted %d finished job(s) past their keep time",
+                self.name,
+                deleted,
+                extra={"action": "purged", "worker": self.name},
             )
 
     def _recover(self) -> None:

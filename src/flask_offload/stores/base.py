@@ -175,9 +175,16 @@ class Store(ABC):
         job's status afterwards, or ``None`` if there is no such job."""
 
     @abstractmethod
-    def purge(self, finished_before: float) -> int:
-        """Delete finished jobs that ended before ``finished_before``. Returns
-        how many were deleted."""
+    def purge(
+        self,
+        finished_before: float,
+        *,
+        tasks: Sequence[str] | None = None,
+        other_than: Sequence[str] = (),
+    ) -> int:
+        """Delete finished jobs that ended before ``finished_before``: of the
+        given ``tasks`` only, or of every task but those in ``other_than``.
+        Returns how many were deleted."""
 
     @abstractmethod
     def wait_for_work(self, timeout: float) -> None:

@@ -232,7 +232,13 @@ class MemoryStore(Store):
 
         return status
 
-    def purge(self, finished_before: float) -> int:
+    def purge(
+        self,
+        finished_before: float,
+        *,
+        tasks: Sequence[str] | None = None,
+        other_than: Sequence[str] = (),
+    ) -> int:
         with self._lock:
             doomed = [
                 job.id
@@ -240,6 +246,8 @@ class MemoryStore(Store):
                 if job.status in FINISHED_STATUSES
                 and job.finished_at is not None
                 and job.finished_at < finished_before
+                and (tasks is None or job.task in tasks)
+                and job.task not in other_than
             ]
             for job_id in doomed:
                 del self._jobs[job_id]

@@ -407,16 +407,35 @@ class SQLStore(Store):
 
         return status
 
-    def purge(self, finished_before: float) -> int:
-        with self._write() as connection:
-            deleted = connection.execute(
-                delete(jobs).where(
-                    jobs.c.status.in_(FINISHED_STATUSES),
-                    jobs.c.finished_at < finished_before,
-                )
-            ).rowcount
+    def purge(
+        self,
+        finished_before: float,
+        *,
+        tasks: Sequence[str] | None = None,
+        other_than: Sequence[str] = (),
+    ) -> int:
+        doomed = select(jobs.c.id).where(
+            jobs.c.finished_at.is_not(None),
+            jobs.c.finished_at < finished_before,
+            jobs.c.status.in_(FINISHED_STATUSES),
+        )
+        if tasks is not None:
+            doomed = doomed.where(jobs.c.task.in_(tasks))
+        if other_than:
+            doomed = doomed.where(jobs.c.task.not_in(other_than))
 
-        return deleted
+        # In slices, so that no single transaction holds the write lock for
+        # long while millions of old jobs go.
+        deleted = 0
+        while True:
+            with self._write() as connection:
+                chunk = doomed.limit(PURGE_SLICE).scalar_subquery()
+                count = connection.execute(
+                    delete(jobs).where(jobs.c.id.in_(chunk))
+                ).rowcount
+            deleted += count
+            if count < PURGE_SLICE:
+                return deleted
 
     def wait_for_work(self, timeout: float) -> None:
         self._wait(self._work, timeout, self._has_ready_work)
@@ -654,6 +673,7 @@ class SQLStore(Store):
 
 
 MAX_PREPARED = 256
+PURGE_SLICE = 1000
 
 _FINISH = (
     update(jobs)

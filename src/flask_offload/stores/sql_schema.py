@@ -131,8 +131,9 @@ def _version_3_columns() -> list[Column[Any]]:
 
 def _version_3_indexes(jobs: Table) -> list[Index]:
     """Since version 3: scheduled jobs by run time, so a claim finds the due
-    ones at once; and at most one waiting or running job per unique key,
-    which the database itself enforces."""
+    ones at once; at most one waiting or running job per unique key, which
+    the database itself enforces; and finished jobs by when they ended, so
+    that old ones are purged without reading the table."""
     scheduled = jobs.c.status == literal_column("'scheduled'")
     unfinished = and_(
         jobs.c.unique_key.is_not(None),
@@ -147,6 +148,12 @@ def _version_3_indexes(jobs: Table) -> list[Index]:
             jobs.c.run_at,
             sqlite_where=scheduled,
             postgresql_where=scheduled,
+        ),
+        Index(
+            "ix_offload_jobs_finished",
+            jobs.c.finished_at,
+            sqlite_where=jobs.c.finished_at.is_not(None),
+            postgresql_where=jobs.c.finished_at.is_not(None),
         ),
         Index(
             "ix_offload_jobs_unique",
@@ -208,7 +215,11 @@ def _add_policies(connection: Connection) -> None:
         )
 
     version_3 = _define(MetaData(), 3)
-    for name in ("ix_offload_jobs_scheduled", "ix_offload_jobs_unique"):
+    for name in (
+        "ix_offload_jobs_scheduled",
+        "ix_offload_jobs_finished",
+        "ix_offload_jobs_unique",
+    ):
         connection.execute(CreateIndex(_index(version_3, name)))
 
 
