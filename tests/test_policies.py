@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -266,3 +267,36 @@ def test_finished_jobs_are_purged_after_their_keep_time(tmp_path: Path) -> None:
         assert offload.get_job(waiting.id) is not None
     finally:
         offload.close(app)
+
+
+def test_a_unique_key_holds_under_concurrent_enqueues_from_two_stores(
+    tmp_path: Path,
+) -> None:
+    apps = [make_app(tmp_path, OFFLOAD_WORKER_THREADS=0) for _ in range(2)]
+    for app, offload in apps:
+        offload.init_app(app)
+        offload.task(name="tests.rebuild", unique_key="rebuild")(lambda n: None)
+    ids: set[str] = set()
+    lock = threading.Lock()
+
+    def enqueue_many(offload: Offload) -> None:
+        for n in range(50):
+            job = offload.tasks["tests.rebuild"].enqueue(n)
+            with lock:
+                ids.add(job.id)
+
+    threads = [
+        threading.Thread(target=enqueue_many, args=(offload,))
+        for _, offload in apps
+        for _ in range(4)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for app, offload in apps:
+            offload.close(app)
+
+    assert len(ids) == 1

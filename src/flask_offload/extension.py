@@ -9,6 +9,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask, current_app, has_app_context
@@ -24,6 +25,8 @@ from .lifecycle import (
     start_mode,
 )
 from .records import DEFAULT_QUEUE, Status
+from .schedules import Schedule
+from .schedules import seconds as schedule_seconds
 from .stores import store_from_url
 from .stores.base import ListFilter, Store
 from .stores.sql import SQLStore
@@ -49,6 +52,8 @@ class OffloadState:
         self.worker: Worker | None = None
         self.eager = settings.eager
         self._inline_worker: Worker | None = None
+        #: Each schedule's next run time as this process last knew it.
+        self._next_runs: dict[str, float] = {}
         self.start_mode = StartMode.NEVER
         self.closed = False
         self._forked_into: int | None = None
@@ -86,6 +91,40 @@ class OffloadState:
                 deleted += self.store.purge(now - keep, tasks=names)
 
         return deleted
+
+    def fire_due_schedules(self) -> int:
+        """Enqueue the periodic tasks that are due, once across every
+        process: the store's atomic :meth:`Store.fire_schedule` lets one
+        process win each tick. Returns how many this process enqueued."""
+        now = self.store.clock()
+        fired = 0
+        for name, schedule in self.offload.schedules.items():
+            known = self._next_runs.get(name)
+            if known is None:
+                known = self.store.sync_schedule(
+                    name, schedule.spec, schedule.next_after(now)
+                )
+            if known > now:
+                self._next_runs[name] = known
+                continue
+
+            task = self.offload.tasks[schedule.task]
+            job = task.tick_record(now)
+            next_run = schedule.next_after(now)
+            if self.store.fire_schedule(name, known, next_run, job):
+                fired += 1
+                self._next_runs[name] = next_run
+                logger.info(
+                    "Periodic task %s is due; enqueued job %s",
+                    name,
+                    job.id,
+                    extra={"action": "scheduled_tick", "job_id": job.id},
+                )
+            else:
+                # Another process fired it: read where it moved the schedule.
+                self._next_runs.pop(name, None)
+
+        return fired
 
     def inline_worker(self) -> Worker:
         """A worker with no threads of its own, that runs jobs in the thread
@@ -135,6 +174,8 @@ class Offload:
 
     def __init__(self, app: Flask | None = None) -> None:
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: The periodic tasks' schedules, by task name.
+        self.schedules: dict[str, Schedule] = {}
         self._states: list[OffloadState] = []
         if app is not None:
             self.init_app(app)
@@ -258,6 +299,58 @@ class Offload:
 
         return register
 
+    def periodic(
+        self,
+        cron: str | None = None,
+        /,
+        *,
+        every: float | timedelta | None = None,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        retries: int = 0,
+    ) -> Callable[[Callable[[], R]], Task[[], R]]:
+        """Register a task that runs by itself: on a cron expression,
+        ``@offload.periodic("*/5 * * * *")`` (read in UTC; needs
+        ``flask-offload[cron]``), or at a fixed interval,
+        ``@offload.periodic(every=timedelta(minutes=5))``.
+
+        Each tick is enqueued once, whatever the number of processes and
+        machines with a worker; after downtime the missed ticks run once,
+        not once each. The function takes no arguments. It is an ordinary
+        task too, so it can also be enqueued by hand.
+
+        :raises ValueError: for a cron expression croniter cannot read, or an
+            interval that is not a positive number of seconds.
+        """
+        schedule_every = schedule_seconds(every)
+        register = self.task(name=name, queue=queue, priority=priority, retries=retries)
+
+        def register_periodic(function: Callable[[], R]) -> Task[[], R]:
+            task_name = name or f"{function.__module__}.{function.__qualname__}"
+            schedule = Schedule(task=task_name, cron=cron, every=schedule_every)
+            task = register(function)
+            self.schedules[task.name] = schedule
+
+            return task
+
+        return register_periodic
+
+    def scheduled(self, app: Flask | None = None) -> list[dict[str, Any]]:
+        """Each periodic task's schedule and next run time, as stored."""
+        store = self.state(app).store
+        listed = []
+        for name, spec, next_run_at in store.list_schedules():
+            listed.append(
+                {
+                    "name": name,
+                    "schedule": spec,
+                    "next_run_at": datetime.fromtimestamp(next_run_at, timezone.utc),
+                }
+            )
+
+        return listed
+
     def _target(self) -> OffloadState:
         return self.state()
 
@@ -349,6 +442,7 @@ class Offload:
             max_recoveries=state.settings.max_recoveries,
             job_context=app.app_context,
             purge=state.purge_finished,
+            fire_schedules=state.fire_due_schedules,
         )
 
     def drain(self, app: Flask | None = None, *, max_jobs: int | None = None) -> int:

@@ -243,6 +243,20 @@ class Task(Generic[P, R]):
         """
         return BoundTask(self, self.options.updated(**options))
 
+    def tick_record(self, now: float) -> JobRecord:
+        """The job a periodic tick enqueues: no arguments, the task's own
+        queue and priority."""
+        return JobRecord(
+            id=new_job_id(),
+            task=self.name,
+            arguments=encode_arguments(self.name, (), {}),
+            queue=self.options.queue,
+            priority=self.options.priority,
+            status=QUEUED,
+            enqueued_at=now,
+            run_at=now,
+        )
+
     def _enqueue(
         self, options: EnqueueOptions, args: Any, kwargs: dict[str, Any]
     ) -> Job:

@@ -62,6 +62,8 @@ PREFETCH_HOLD = 1.0
 #: long, so that jobs arriving one by one are claimed a few at a time
 #: instead of each costing a write transaction of its own.
 CLAIM_PAUSE = 0.002
+#: How often a worker looks for periodic tasks that are due.
+SCHEDULE_INTERVAL = 1.0
 #: How often a worker deletes finished jobs past their keep time.
 PURGE_INTERVAL = 60.0
 HOUSEKEEPING_TICK = 0.05
@@ -117,6 +119,7 @@ class Worker:
         job_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
         name: str | None = None,
         purge: Callable[[], int] | None = None,
+        fire_schedules: Callable[[], int] | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"A worker needs at least one thread, not {threads!r}.")
@@ -129,6 +132,7 @@ class Worker:
         self._tasks = tasks
         self._job_context = job_context
         self._purge = purge
+        self._fire_schedules = fire_schedules
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._outbox = _Outbox()
@@ -508,6 +512,7 @@ class Worker:
         next_recovery = time.monotonic()
         recovery_interval = min(self.lease / 2, 5.0)
         next_purge = time.monotonic()
+        next_schedules = time.monotonic()
         while not self._stopping.wait(HOUSEKEEPING_TICK):
             now = time.monotonic()
             try:
@@ -521,6 +526,9 @@ class Worker:
                 if now >= next_recovery:
                     next_recovery = now + recovery_interval
                     self._recover()
+                if self._fire_schedules is not None and now >= next_schedules:
+                    next_schedules = now + SCHEDULE_INTERVAL
+                    self._fire_schedules()
                 if self._purge is not None and now >= next_purge:
                     next_purge = now + PURGE_INTERVAL
                     self._purge_finished(self._purge)

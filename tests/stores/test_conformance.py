@@ -654,3 +654,32 @@ def make_unique_job(store: Store, key: str) -> JobRecord:
             unique_key=key,
         )
     )
+
+
+def tick_job(store: Store) -> JobRecord:
+    now = store.clock()
+
+    return JobRecord(
+        id=new_job_id(),
+        task="tasks.tick",
+        arguments='{"args":[],"kwargs":{}}',
+        enqueued_at=now,
+        run_at=now,
+    )
+
+
+def test_a_tick_fires_once_however_many_processes_try(store: Store) -> None:
+    due = store.sync_schedule("tick", "every 60", store.clock())
+
+    wins = [store.fire_schedule("tick", due, due + 60, tick_job(store)) for _ in "ab"]
+
+    assert wins == [True, False]
+    assert store.counts()["default"]["queued"] == 1
+    assert store.list_schedules() == [("tick", "every 60", due + 60)]
+
+
+def test_a_changed_schedule_replaces_the_stored_next_run(store: Store) -> None:
+    store.sync_schedule("tick", "every 60", 100.0)
+
+    assert store.sync_schedule("tick", "every 60", 999.0) == 100.0
+    assert store.sync_schedule("tick", "every 30", 130.0) == 130.0

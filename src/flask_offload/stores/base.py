@@ -187,6 +187,24 @@ class Store(ABC):
         Returns how many were deleted."""
 
     @abstractmethod
+    def sync_schedule(self, name: str, spec: str, next_run_at: float) -> float:
+        """Make sure the schedule ``name`` is stored, and return its next run
+        time. A new schedule, or one whose ``spec`` changed, is stored with
+        ``next_run_at``; otherwise the stored time is kept."""
+
+    @abstractmethod
+    def fire_schedule(
+        self, name: str, due_at: float, next_run_at: float, job: JobRecord
+    ) -> bool:
+        """If the schedule ``name`` is still due at ``due_at`` (no other
+        process fired it), move it to ``next_run_at`` and enqueue ``job``,
+        as one atomic step. Returns whether this call fired it."""
+
+    @abstractmethod
+    def list_schedules(self) -> list[tuple[str, str, float]]:
+        """Every stored schedule: name, spec and next run time."""
+
+    @abstractmethod
     def wait_for_work(self, timeout: float) -> None:
         """Block until a job may be ready, or ``timeout`` seconds pass.
 

@@ -35,6 +35,7 @@ class MemoryStore(Store):
     ) -> None:
         super().__init__(clock, queue_limits)
         self._jobs: dict[str, JobRecord] = {}
+        self._schedules: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -253,6 +254,35 @@ class MemoryStore(Store):
                 del self._jobs[job_id]
 
         return len(doomed)
+
+    def sync_schedule(self, name: str, spec: str, next_run_at: float) -> float:
+        with self._lock:
+            stored = self._schedules.get(name)
+            if stored is None or stored[0] != spec:
+                self._schedules[name] = (spec, next_run_at)
+                return next_run_at
+
+            return stored[1]
+
+    def fire_schedule(
+        self, name: str, due_at: float, next_run_at: float, job: JobRecord
+    ) -> bool:
+        with self._lock:
+            stored = self._schedules.get(name)
+            if stored is None or stored[1] != due_at:
+                return False
+            self._schedules[name] = (stored[0], next_run_at)
+            self._jobs[job.id] = dataclasses.replace(job)
+        self._ring(work=True)
+
+        return True
+
+    def list_schedules(self) -> list[tuple[str, str, float]]:
+        with self._lock:
+            return [
+                (name, spec, next_run_at)
+                for name, (spec, next_run_at) in sorted(self._schedules.items())
+            ]
 
     def wait_for_work(self, timeout: float) -> None:
         self._work.wait(timeout)

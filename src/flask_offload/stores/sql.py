@@ -62,7 +62,7 @@ from ..records import (
 from .base import Bell, Clock, Heartbeat, ListFilter, Store
 from .limits import Admission
 from .messages import lost_worker_error
-from .sql_schema import jobs, migrate
+from .sql_schema import jobs, migrate, schedules
 from .sqlite_lock import SQLiteWriteLock, write_lock_for
 
 logger = logging.getLogger(__name__)
@@ -436,6 +436,57 @@ class SQLStore(Store):
             deleted += count
             if count < PURGE_SLICE:
                 return deleted
+
+    def sync_schedule(self, name: str, spec: str, next_run_at: float) -> float:
+        with self._write() as connection:
+            row = connection.execute(
+                select(schedules.c.spec, schedules.c.next_run_at).where(
+                    schedules.c.name == name
+                )
+            ).first()
+            if row is None:
+                connection.execute(
+                    insert(schedules).values(
+                        name=name, spec=spec, next_run_at=next_run_at
+                    )
+                )
+            elif row.spec != spec:
+                connection.execute(
+                    update(schedules)
+                    .where(schedules.c.name == name)
+                    .values(spec=spec, next_run_at=next_run_at)
+                )
+            else:
+                return float(row.next_run_at)
+
+        return next_run_at
+
+    def fire_schedule(
+        self, name: str, due_at: float, next_run_at: float, job: JobRecord
+    ) -> bool:
+        with self._write() as connection:
+            moved = connection.execute(
+                update(schedules)
+                .where(schedules.c.name == name, schedules.c.next_run_at == due_at)
+                .values(next_run_at=next_run_at)
+            ).rowcount
+            if moved:
+                connection.execute(insert(jobs).values(_as_row(job)))
+        if moved:
+            self._work.ring()
+            self._changes.ring()
+
+        return bool(moved)
+
+    def list_schedules(self) -> list[tuple[str, str, float]]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(
+                    schedules.c.name, schedules.c.spec, schedules.c.next_run_at
+                ).order_by(schedules.c.name)
+            ).all()
+
+        return [(row.name, row.spec, float(row.next_run_at)) for row in rows]
 
     def wait_for_work(self, timeout: float) -> None:
         self._wait(self._work, timeout, self._has_ready_work)

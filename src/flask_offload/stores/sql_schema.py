@@ -108,8 +108,21 @@ def _define(metadata: MetaData, version: int) -> Table:
         Column("key", String(64), primary_key=True),
         Column("value", String(255), nullable=False),
     )
+    if version >= 3:
+        _schedules_table(metadata)
 
     return jobs
+
+
+def _schedules_table(metadata: MetaData) -> Table:
+    """Since version 3: each periodic task's schedule and next run time."""
+    return Table(
+        "offload_schedules",
+        metadata,
+        Column("name", String(255), primary_key=True),
+        Column("spec", String(255), nullable=False),
+        Column("next_run_at", Float, nullable=False),
+    )
 
 
 def _version_2_columns() -> list[Column[Any]]:
@@ -214,13 +227,15 @@ def _add_policies(connection: Connection) -> None:
             f"{column.type.compile(dialect=dialect)}"
         )
 
-    version_3 = _define(MetaData(), 3)
+    version_3 = MetaData()
+    _define(version_3, 3)
+    version_3.tables["offload_schedules"].create(connection)
     for name in (
         "ix_offload_jobs_scheduled",
         "ix_offload_jobs_finished",
         "ix_offload_jobs_unique",
     ):
-        connection.execute(CreateIndex(_index(version_3, name)))
+        connection.execute(CreateIndex(_index(version_3.tables["offload_jobs"], name)))
 
 
 def _index(table: Table, name: str) -> Index:
@@ -230,6 +245,7 @@ def _index(table: Table, name: str) -> Index:
 metadata = MetaData()
 jobs = _define(metadata, 3)
 meta = metadata.tables["offload_meta"]
+schedules = metadata.tables["offload_schedules"]
 
 SCHEMA_VERSION_KEY = "schema_version"
 
