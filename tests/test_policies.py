@@ -3,10 +3,12 @@ SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -300,3 +302,57 @@ def test_a_unique_key_holds_under_concurrent_enqueues_from_two_stores(
             offload.close(app)
 
     assert len(ids) == 1
+
+
+def test_a_job_past_its_timeout_is_stopped_even_if_it_catches_exception(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    laps: list[int] = []
+
+    @offload.task(timeout=0.3, retries=1, retry_backoff=0)
+    def spins() -> None:
+        laps.append(current_job.attempt)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            # A task's own broad handler must not swallow the timeout.
+            with contextlib.suppress(Exception):
+                sum(range(1000))
+
+    @offload.task()
+    def after() -> str:
+        return "the worker goes on"
+
+    job = spins.enqueue()
+    offload.start_worker(app)
+
+    with pytest.raises(JobFailed) as raised:
+        job.wait(timeout=20)
+    assert laps == [1, 2]
+    error = raised.value.error
+    assert error is not None
+    assert error.type == "flask_offload.errors.JobTimeout"
+    assert "longer than its timeout of 0.3 s" in error.message
+    assert after.enqueue().wait(timeout=10) == "the worker goes on"
+
+
+def test_a_job_that_ends_in_time_is_not_touched_by_its_timeout(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+
+    @offload.task(timeout=5)
+    def quick() -> str:
+        return "done"
+
+    offload.start_worker(app)
+    jobs = [quick.enqueue() for _ in range(50)]
+
+    assert [job.wait(timeout=10) for job in jobs] == ["done"] * 50
+
+
+def test_a_bad_timeout_is_refused() -> None:
+    offload = Offload()
+
+    with pytest.raises(ValueError, match="timeout must be a number of seconds"):
+        offload.task(timeout=0)

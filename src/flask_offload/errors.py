@@ -71,3 +71,15 @@ class Retry(OffloadError):
         self.delay = delay
         self.reason = reason
         super().__init__(reason or "The task asked for a retry.")
+
+
+class JobTimeout(BaseException):
+    """Raised inside a task that ran past its ``timeout``, to stop it.
+
+    It derives from ``BaseException``, like ``KeyboardInterrupt``, so that a
+    task's own ``except Exception`` does not swallow it. The worker records
+    the attempt as failed with this type, and retries it if the task has
+    retries left. Python delivers it between two bytecodes: a thread blocked
+    inside one C call (a socket read without a timeout, ``time.sleep``)
+    sees it only when that call returns.
+    """

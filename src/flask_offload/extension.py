@@ -235,6 +235,7 @@ class Offload:
         retry_backoff_max: float = 3600.0,
         retry_jitter: bool = True,
         keep_finished: float | None = None,
+        timeout: float | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@offload.task()`` or
         ``@offload.task(queue="reports", priority=5)``.
@@ -258,6 +259,10 @@ class Offload:
         ``keep_finished``: seconds this task's finished jobs (and their
         results) are kept, instead of ``OFFLOAD_KEEP_FINISHED``.
 
+        ``timeout``: seconds an attempt may run; past it the worker raises
+        :class:`~flask_offload.JobTimeout` inside the task (see there for
+        what Python can and cannot interrupt).
+
         The task's name defaults to ``module.function``; it is how stored jobs
         find their function again, so renaming a function strands its queued
         jobs unless ``name=`` keeps the old name.
@@ -274,6 +279,7 @@ class Offload:
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
             unique_key=unique_key,
+            timeout=timeout,
         )
         retry = RetryPolicy(
             retries=retries,

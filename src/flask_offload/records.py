@@ -92,6 +92,7 @@ class JobRecord:
     concurrency_limit: int | None = None
     unique_key: str | None = None
     attempt_errors: str | None = None
+    timeout: float | None = None
     result: str | None = None
     error: str | None = None
     progress: str | None = None

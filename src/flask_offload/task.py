@@ -51,6 +51,7 @@ class EnqueueOptions:
     unique_key: ConcurrencyKey = None
     delay: float | timedelta | None = None
     run_at: datetime | None = None
+    timeout: float | None = None
 
     def updated(self, **changes: Any) -> EnqueueOptions:
         unknown = sorted(set(changes) - set(self.__slots__))
@@ -74,6 +75,16 @@ class EnqueueOptions:
             if not (key is None or callable(key)):
                 _check_key(name, key)
         _check_when(self.delay, self.run_at)
+        timeout = self.timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not timeout > 0
+        ):
+            raise ValueError(
+                f"timeout must be a number of seconds greater than 0, or None, "
+                f"not {timeout!r}."
+            )
         limit = self.concurrency_limit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(
@@ -252,6 +263,7 @@ class Task(Generic[P, R]):
             arguments=encode_arguments(self.name, (), {}),
             queue=self.options.queue,
             priority=self.options.priority,
+            timeout=self.options.timeout,
             status=QUEUED,
             enqueued_at=now,
             run_at=now,
@@ -277,6 +289,7 @@ class Task(Generic[P, R]):
             concurrency_key=key,
             concurrency_limit=None if key is None else options.concurrency_limit,
             unique_key=options.key_for("unique_key", args, kwargs),
+            timeout=options.timeout,
         )
 
         if target.eager:

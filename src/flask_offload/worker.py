@@ -16,6 +16,7 @@ dies is lost, and its job runs again after its lease expires.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import inspect
 import json
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import decode_arguments, encode_result
 from .context import JobContext, _current_job
-from .errors import JobCancelled, Retry
+from .errors import JobCancelled, JobTimeout, Retry
 from .records import (
     CANCELLED,
     FAILED,
@@ -82,6 +83,10 @@ class _Held:
     #: Its outcome is on its way to the store, which then no longer counts
     #: the job as running under this worker.
     reporting: bool = False
+    #: While the task function runs: its thread, and when its time is up.
+    thread_id: int | None = None
+    deadline: float | None = None
+    timeout_sent: bool = False
 
 
 @dataclass(slots=True)
@@ -418,19 +423,86 @@ class Worker:
                 )
             args, kwargs = decode_arguments(record.arguments)
             with self._job_context():
-                value = task.function(*args, **kwargs)
-                if inspect.iscoroutine(value):
-                    value = asyncio.run(value)
+                value = self._invoke(record, task, args, kwargs)
             result = encode_result(record.task, value)
         except JobCancelled:
             return Outcome(record.id, record.attempts, CANCELLED, time.time())
+        except JobTimeout as raised:
+            stopped = JobTimeout(
+                f"The job ran longer than its timeout of {record.timeout:g} s "
+                f"and was stopped."
+            ).with_traceback(raised.__traceback__)
+            return self._failure(record, task, stopped)
         except Exception as error:
             return self._failure(record, task, error)
 
         return Outcome(record.id, record.attempts, SUCCEEDED, time.time(), result)
 
+    def _invoke(
+        self,
+        record: JobRecord,
+        task: Task[Any, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Call the task function, under its timeout if it has one: the
+        housekeeper raises :class:`JobTimeout` in this thread once the time is
+        up, but only while the function runs, never in the worker's own
+        code."""
+        held = self._held.get(record.id)
+        if record.timeout is not None and held is not None:
+            with self._lock:
+                held.thread_id = threading.get_ident()
+                held.deadline = time.monotonic() + record.timeout
+        try:
+            value = task.function(*args, **kwargs)
+            if inspect.iscoroutine(value):
+                value = asyncio.run(value)
+        finally:
+            if held is not None and held.thread_id is not None:
+                with self._lock:
+                    held.thread_id = None
+                    if held.timeout_sent:
+                        # One sent just as the function returned would
+                        # otherwise go off in the worker's own code.
+                        _set_async_exception(threading.get_ident(), None)
+
+        return value
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            overdue = [
+                held
+                for held in self._held.values()
+                if held.thread_id is not None
+                and held.deadline is not None
+                and held.deadline <= now
+                and not held.timeout_sent
+            ]
+            for held in overdue:
+                assert held.thread_id is not None
+                _set_async_exception(held.thread_id, JobTimeout)
+                held.timeout_sent = True
+        for held in overdue:
+            logger.warning(
+                "Job %s (%s) ran past its timeout of %s s; stopping it",
+                held.record.id,
+                held.record.task,
+                held.record.timeout,
+                extra={
+                    "action": "timed_out",
+                    "job_id": held.record.id,
+                    "task": held.record.task,
+                    "queue": held.record.queue,
+                },
+            )
+
     def _failure(
-        self, record: JobRecord, task: Task[Any, Any] | None, error: Exception
+        self,
+        record: JobRecord,
+        task: Task[Any, Any] | None,
+        error: Exception | JobTimeout,
     ) -> Outcome:
         """A failed attempt: scheduled again if the task's retry policy says
         so, failed for good otherwise. Every attempt's error is kept."""
@@ -451,7 +523,7 @@ class Worker:
         retrying = policy is not None and record.attempts <= policy.retries
         if isinstance(error, Retry):
             delay = error.delay
-        elif policy is not None and isinstance(error, policy.retry_on):
+        elif policy is not None and isinstance(error, (*policy.retry_on, JobTimeout)):
             delay = None
         else:
             retrying = False
@@ -516,6 +588,7 @@ class Worker:
         while not self._stopping.wait(HOUSEKEEPING_TICK):
             now = time.monotonic()
             try:
+                self._enforce_timeouts()
                 if self._outbox_age() > FLUSH_DELAY:
                     self._flush()
                 if self._ready:
@@ -689,6 +762,15 @@ class Worker:
 
 def _describe(error: BaseException) -> str:
     return JobError.from_exception(error).to_json()
+
+
+def _set_async_exception(thread_id: int, kind: type[BaseException] | None) -> None:
+    """Raise ``kind`` in thread ``thread_id`` at its next bytecode, or with
+    ``None`` clear one that has not gone off yet. CPython's C API: there is
+    no other way to stop a thread from outside."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(kind) if kind else None
+    )
 
 
 def _message_of(outcome: Outcome) -> str:

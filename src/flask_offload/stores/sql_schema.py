@@ -135,10 +135,12 @@ def _version_2_columns() -> list[Column[Any]]:
 
 
 def _version_3_columns() -> list[Column[Any]]:
-    """Unique jobs, and the errors of earlier attempts (a JSON list)."""
+    """Unique jobs, the errors of earlier attempts (a JSON list), and each
+    attempt's time limit in seconds."""
     return [
         Column("unique_key", String(255)),
         Column("attempt_errors", Text),
+        Column("timeout", Float),
     ]
 
 
