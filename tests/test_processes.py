@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -147,3 +148,18 @@ def test_with_gunicorn_preload_jobs_run_in_the_workers_not_the_master(
     ran_in = {event[2] for event in read_events(tmp_path)}
     assert master_pid not in ran_in
     assert max(done_tags(tmp_path).values()) == 1
+
+
+def test_a_periodic_task_served_by_three_processes_ticks_once_per_second(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    servers.extend(Server(tmp_path, ticks="1") for _ in range(3))
+
+    wait_for(
+        lambda: len([e for e in read_events(tmp_path) if e[0] == "tick"]) >= 6,
+        what="six ticks",
+    )
+
+    ticks = sorted(float(e[2]) for e in read_events(tmp_path) if e[0] == "tick")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert min(gaps) > 0.5, f"two ticks ran {min(gaps):.3f} s apart: {ticks}"

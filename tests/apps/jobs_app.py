@@ -43,6 +43,13 @@ def sleep_then_record(tag: str, seconds: float) -> None:
     record_event("done", tag, os.getpid(), current_job.attempt)
 
 
+if os.environ.get("OFFLOAD_TEST_TICKS"):
+
+    @offload.periodic(every=1, name="tick")
+    def tick() -> None:
+        record_event("tick", os.getpid(), time.time())
+
+
 def create_app() -> Flask:
     app = Flask(__name__, instance_path=os.environ["OFFLOAD_TEST_INSTANCE"])
     app.config["OFFLOAD_LEASE_SECONDS"] = float(
