@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_offload import Offload, Progress
+from flask_offload import JobError, Offload, Progress
 from flask_offload.cli import offload_group
 from flask_offload.stores import SQLStore
 from tests.conftest import FakeClock
@@ -365,3 +365,33 @@ def test_status_json_in_another_process_counts_the_jobs_enqueued(
     assert report["queues"] == {"default": dict(NO_JOBS, queued=5)}
     assert report["totals"] == dict(NO_JOBS, queued=5)
     assert report["running"] == []
+
+
+def test_with_processes_a_job_blocked_past_its_timeout_is_killed_and_others_run(
+    tmp_path: Path,
+) -> None:
+    stuck_id = run_flask_command(tmp_path, "enqueue-stuck", threads="0").strip()
+    run_flask_command(tmp_path, "enqueue-some", "3", threads="0")
+    worker = BackgroundCommand(
+        tmp_path, "offload", "worker", "--processes", "--threads", "1", threads="0"
+    )
+    try:
+        wait_for(
+            lambda: len([e for e in read_events(tmp_path) if e[0] == "done"]) == 3,
+            timeout=60,
+            what="the three jobs behind the stuck one",
+        )
+    finally:
+        worker.signal(signal.SIGTERM)
+        worker.wait()
+
+    store = SQLStore(f"sqlite:///{tmp_path / 'offload.sqlite3'}")
+    record = store.get(stuck_id)
+    store.close()
+    assert record is not None and record.error is not None
+    assert record.status == "failed"
+    error = JobError.from_json(record.error)
+    assert error.type == "flask_offload.errors.JobTimeout"
+    assert "its process was killed" in error.message
+    pids = {e[2] for e in read_events(tmp_path)}
+    assert str(worker.pid) not in pids, "jobs ran in the worker, not its children"

@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
 
 from .extension import EXTENSION_KEY, OffloadState
 from .job import Job
@@ -102,6 +102,12 @@ def _parse_queues(
     "they are handed back to the queue. [default: OFFLOAD_SHUTDOWN_GRACE]",
 )
 @click.option(
+    "--processes",
+    is_flag=True,
+    help="Run each job in a child process (one per thread), which is killed "
+    "when the job runs past its timeout, even inside a blocking C call.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     help="Level of the log output. [default: INFO] If the app configured "
@@ -111,6 +117,7 @@ def worker_command(
     threads: int | None,
     queues: list[str] | None,
     grace: float | None,
+    processes: bool,
     log_level: str | None,
 ) -> None:
     """Run a worker in the foreground until SIGTERM or Ctrl-C.
@@ -135,7 +142,14 @@ def worker_command(
         threads = state.settings.worker_threads or 1
     if grace is None:
         grace = state.settings.shutdown_grace
-    worker = state.offload.make_worker(state.app, threads=threads, queues=queues)
+    script = click.get_current_context().find_object(ScriptInfo)
+    worker = state.offload.make_worker(
+        state.app,
+        threads=threads,
+        queues=queues,
+        job_processes=processes,
+        app_import_path=None if script is None else script.app_import_path,
+    )
 
     shutdown = _Shutdown()
     shutdown.install()

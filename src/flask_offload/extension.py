@@ -24,6 +24,7 @@ from .lifecycle import (
     is_dev_server,
     start_mode,
 )
+from .processes import ProcessRunner
 from .records import DEFAULT_QUEUE, Status
 from .schedules import Schedule
 from .schedules import seconds as schedule_seconds
@@ -31,7 +32,7 @@ from .stores import store_from_url
 from .stores.base import ListFilter, Store
 from .stores.sql import SQLStore
 from .task import ConcurrencyKey, EnqueueOptions, RetryPolicy, Task
-from .worker import Worker
+from .worker import Worker, default_worker_name
 
 logger = logging.getLogger(__name__)
 
@@ -435,9 +436,16 @@ class Offload:
         *,
         threads: int,
         queues: list[str] | None = None,
+        job_processes: bool = False,
+        app_import_path: str | None = None,
     ) -> Worker:
-        """A worker for ``app`` that runs each job inside an app context."""
+        """A worker for ``app`` that runs each job inside an app context: in
+        its own threads, or with ``job_processes`` in child processes that
+        load the app from ``app_import_path`` (as ``flask --app`` names it)
+        and can be killed at a job's timeout."""
         state = self.state(app)
+        name = default_worker_name()
+        runner = ProcessRunner(app_import_path, name) if job_processes else None
 
         return Worker(
             state.store,
@@ -449,6 +457,8 @@ class Offload:
             job_context=app.app_context,
             purge=state.purge_finished,
             fire_schedules=state.fire_due_schedules,
+            name=name,
+            runner=runner,
         )
 
     def drain(self, app: Flask | None = None, *, max_jobs: int | None = None) -> int:

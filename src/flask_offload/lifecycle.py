@@ -44,6 +44,8 @@ class StartMode(enum.Enum):
 
 def start_mode(app: Flask) -> StartMode:
     """Decide when this process should start its in-process worker."""
+    if os.environ.get("FLASK_OFFLOAD_JOB_PROCESS"):
+        return StartMode.NEVER
     if os.environ.get("WERKZEUG_RUN_MAIN") == "true":
         return StartMode.NOW
 

@@ -47,6 +47,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
+    from .processes import ProcessRunner
     from .stores.base import Store
     from .task import Task
 
@@ -125,6 +126,7 @@ class Worker:
         name: str | None = None,
         purge: Callable[[], int] | None = None,
         fire_schedules: Callable[[], int] | None = None,
+        runner: ProcessRunner | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"A worker needs at least one thread, not {threads!r}.")
@@ -138,6 +140,8 @@ class Worker:
         self._job_context = job_context
         self._purge = purge
         self._fire_schedules = fire_schedules
+        #: Runs each job in a child process, when set; see :mod:`.processes`.
+        self._runner = runner
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._outbox = _Outbox()
@@ -198,6 +202,8 @@ class Worker:
         if self._housekeeper is not None:
             self._housekeeper.join()
         self._hand_back_held()
+        if self._runner is not None:
+            self._runner.close()
         logger.info(
             "Worker %s stopped",
             self.name,
@@ -412,6 +418,9 @@ class Worker:
 
     def _call(self, record: JobRecord, context: JobContext) -> Outcome:
         task = self._tasks(record.task)
+        if self._runner is not None and not context.cancel_requested:
+            return self._call_in_process(record, task, self._runner)
+
         try:
             if context.cancel_requested:
                 raise JobCancelled(record.id)
@@ -505,8 +514,27 @@ class Worker:
         error: Exception | JobTimeout,
     ) -> Outcome:
         """A failed attempt: scheduled again if the task's retry policy says
-        so, failed for good otherwise. Every attempt's error is kept."""
-        described = _describe(error)
+        so, failed for good otherwise."""
+        policy = None if task is None else task.retry
+        delay = None
+        if isinstance(error, Retry):
+            retryable, delay = True, error.delay
+        else:
+            kinds = () if policy is None else (*policy.retry_on, JobTimeout)
+            retryable = isinstance(error, kinds)
+
+        return self._failed_attempt(record, task, _describe(error), retryable, delay)
+
+    def _failed_attempt(
+        self,
+        record: JobRecord,
+        task: Task[Any, Any] | None,
+        described: str,
+        retryable: bool,
+        delay: float | None = None,
+    ) -> Outcome:
+        """The outcome of a failed attempt whose error is ``described``.
+        Every attempt's error is kept on the job."""
         errors = json.loads(record.attempt_errors or "[]")
         errors.append(json.loads(described))
         now = time.time()
@@ -520,20 +548,38 @@ class Worker:
         )
 
         policy = None if task is None else task.retry
-        retrying = policy is not None and record.attempts <= policy.retries
-        if isinstance(error, Retry):
-            delay = error.delay
-        elif policy is not None and isinstance(error, (*policy.retry_on, JobTimeout)):
-            delay = None
-        else:
-            retrying = False
-        if retrying and policy is not None:
+        if retryable and policy is not None and record.attempts <= policy.retries:
             if delay is None:
                 delay = policy.delay_after(record.attempts)
             outcome.status = SCHEDULED
             outcome.retry_at = now + delay
 
         return outcome
+
+    def _call_in_process(
+        self, record: JobRecord, task: Task[Any, Any] | None, runner: ProcessRunner
+    ) -> Outcome:
+        """Run the job in a child process. The child's exception arrives as
+        its type name, so ``retry_on`` matches it by name (or any exception,
+        when ``retry_on`` is the default ``(Exception,)``)."""
+        try:
+            child = runner.run(record)
+        except JobTimeout as timeout:
+            return self._failure(record, task, timeout)
+
+        if child.error is None:
+            return Outcome(
+                record.id, record.attempts, SUCCEEDED, time.time(), child.result
+            )
+
+        kind = JobError.from_json(child.error).type
+        kinds = () if task is None else task.retry.retry_on
+        names = {
+            f"{k.__module__}.{k.__qualname__}".removeprefix("builtins.") for k in kinds
+        }
+        retryable = Exception in kinds or kind in names
+
+        return self._failed_attempt(record, task, child.error, retryable)
 
     def _log_outcome(
         self, record: JobRecord, outcome: Outcome, duration: float

@@ -43,6 +43,13 @@ def sleep_then_record(tag: str, seconds: float) -> None:
     record_event("done", tag, os.getpid(), current_job.attempt)
 
 
+@offload.task(name="stuck", timeout=1)
+def stuck() -> None:
+    """Blocks in one C call, which no thread timeout can interrupt."""
+    record_event("start", "stuck", os.getpid(), current_job.attempt)
+    time.sleep(60)
+
+
 if os.environ.get("OFFLOAD_TEST_TICKS"):
 
     @offload.periodic(every=1, name="tick")
@@ -99,5 +106,10 @@ def create_app() -> Flask:
     def enqueue_slow(seconds: float, tag: str) -> None:
         """Enqueue one job that sleeps SECONDS, and print its id."""
         click.echo(sleep_then_record.enqueue(tag, seconds).id)
+
+    @app.cli.command("enqueue-stuck")
+    def enqueue_stuck() -> None:
+        """Enqueue one job that blocks past its timeout, and print its id."""
+        click.echo(stuck.enqueue().id)
 
     return app
