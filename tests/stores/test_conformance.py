@@ -683,3 +683,17 @@ def test_a_changed_schedule_replaces_the_stored_next_run(store: Store) -> None:
 
     assert store.sync_schedule("tick", "every 60", 999.0) == 100.0
     assert store.sync_schedule("tick", "every 30", 130.0) == 130.0
+
+
+def test_queues_given_to_a_claim_are_served_in_their_order(
+    store: Store, clock: FakeClock
+) -> None:
+    low = make_job(store, queue="low", priority=50)
+    clock.advance(1)
+    high = make_job(store, queue="high")
+    other = make_job(store, queue="ignored", priority=99)
+
+    claimed = store.claim("w1", ["high", "low"], 10, LEASE)
+
+    assert [job.id for job in claimed] == [high.id, low.id]
+    assert other.id not in {job.id for job in claimed}

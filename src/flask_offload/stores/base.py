@@ -96,9 +96,10 @@ class Store(ABC):
         jobs that ``queue_limits`` or their concurrency key do not let start
         now (see :mod:`.limits`).
 
-        ``queues`` of ``None`` means every queue. Each returned job has its
-        ``attempts`` raised by one and a lease that expires after ``lease``
-        seconds. A job is never handed to two workers at once.
+        ``queues`` of ``None`` means every queue; given queues are served in
+        their order, all ready jobs of the first before any of the second.
+        Each returned job has its ``attempts`` raised by one and a lease that
+        expires after ``lease`` seconds. A job is never handed to two workers at once.
         """
 
     @abstractmethod

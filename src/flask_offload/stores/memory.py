@@ -69,7 +69,15 @@ class MemoryStore(Store):
                 and job.run_at <= now
                 and (queues is None or job.queue in queues)
             ]
-            ready.sort(key=lambda job: (-job.priority, job.run_at, job.id))
+            lane = {} if queues is None else {q: i for i, q in enumerate(queues)}
+            ready.sort(
+                key=lambda job: (
+                    lane.get(job.queue, 0),
+                    -job.priority,
+                    job.run_at,
+                    job.id,
+                )
+            )
             admission = Admission(
                 self.queue_limits,
                 (

@@ -14,6 +14,7 @@ its work. Changes made by other processes are noticed by polling
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -545,9 +546,10 @@ class SQLStore(Store):
         limit: int,
         lease: float,
     ) -> list[JobRecord]:
-        """Claim in three statements inside the caller's write transaction:
-        count the running jobs, read the first ready jobs that no saturated
-        limit excludes, and mark those the limits admit as running."""
+        """Claim inside the caller's write transaction: queue the scheduled
+        jobs that are due, count the running jobs, read the first ready jobs
+        that no saturated limit excludes (queue by queue, in the order given),
+        and mark those the limits admit as running."""
         now = self.clock()
         due = self._prepared("due", lambda: _PROMOTE_DUE)
         due.execute(cursor, {"b_now": now})
@@ -556,19 +558,29 @@ class SQLStore(Store):
         full_queues = _padded(admission.saturated_queues())
         full_keys = _padded(admission.saturated_keys())
 
-        key = ("ready", _tuple(queues), len(full_queues), len(full_keys))
-        ready = self._prepared(
-            key, lambda: _ready_statement(queues, len(full_queues), len(full_keys))
+        chosen: list[str] = []
+        lanes: list[list[str] | None] = (
+            [None] if queues is None else [[queue] for queue in queues]
         )
-        values: dict[str, Any] = {"b_now": now, "b_limit": limit}
-        values.update(_numbered("b_queue", queues or []))
-        values.update(_numbered("b_full_queue", full_queues))
-        values.update(_numbered("b_full_key", full_keys))
-        chosen = [
-            job_id
-            for job_id, queue, key, key_limit in ready.execute(cursor, values)
-            if admission.admit(queue, key, key_limit)
-        ]
+        for lane in lanes:
+            if len(chosen) == limit:
+                break
+            key = ("ready", _tuple(lane), len(full_queues), len(full_keys))
+            ready = self._prepared(
+                key,
+                functools.partial(
+                    _ready_statement, lane, len(full_queues), len(full_keys)
+                ),
+            )
+            values: dict[str, Any] = {"b_now": now, "b_limit": limit - len(chosen)}
+            values.update(_numbered("b_queue", lane or []))
+            values.update(_numbered("b_full_queue", full_queues))
+            values.update(_numbered("b_full_key", full_keys))
+            chosen += [
+                job_id
+                for job_id, queue, key, key_limit in ready.execute(cursor, values)
+                if admission.admit(queue, key, key_limit)
+            ]
         if not chosen:
             return []
 
@@ -577,7 +589,8 @@ class SQLStore(Store):
         values = {"b_now": now, "b_worker": worker, "b_lease_expires_at": now + lease}
         values.update(_numbered("b_id", ids))
         claimed = [_as_record(row) for row in start.execute(cursor, values)]
-        claimed.sort(key=lambda job: (-job.priority, job.run_at, job.id))
+        order = {job_id: position for position, job_id in enumerate(chosen)}
+        claimed.sort(key=lambda job: order[job.id])
 
         return claimed
 
