@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,12 @@ import pytest
 
 from flask_offload.stores import SQLStore
 from tests.processes import (
+    FLASK,
     GUNICORN,
     GUNICORN_APP,
+    ROOT,
     Server,
+    app_environment,
     read_events,
     run_flask_command,
     wait_for,
@@ -163,3 +167,23 @@ def test_a_periodic_task_served_by_three_processes_ticks_once_per_second(
     ticks = sorted(float(e[2]) for e in read_events(tmp_path) if e[0] == "tick")
     gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
     assert min(gaps) > 0.5, f"two ticks ran {min(gaps):.3f} s apart: {ticks}"
+
+
+def test_a_unique_key_holds_when_several_processes_enqueue_at_once(
+    tmp_path: Path,
+) -> None:
+    commands = [
+        subprocess.Popen(
+            [*FLASK, "enqueue-unique", "30"],
+            cwd=ROOT,
+            env=app_environment(tmp_path, threads="0"),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [command.communicate(timeout=60)[0] for command in commands]
+
+    assert [command.returncode for command in commands] == [0, 0, 0]
+    ids = {line for output in outputs for line in output.split()}
+    assert len(ids) == 1

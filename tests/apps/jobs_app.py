@@ -107,6 +107,13 @@ def create_app() -> Flask:
         """Enqueue one job that sleeps SECONDS, and print its id."""
         click.echo(sleep_then_record.enqueue(tag, seconds).id)
 
+    @app.cli.command("enqueue-unique")
+    @click.argument("count", type=int)
+    def enqueue_unique(count: int) -> None:
+        """Enqueue COUNT jobs that share one unique key; print their ids."""
+        for _ in range(count):
+            click.echo(record.using(unique_key="only-one").enqueue("unique").id)
+
     @app.cli.command("enqueue-stuck")
     def enqueue_stuck() -> None:
         """Enqueue one job that blocks past its timeout, and print its id."""
