@@ -7,18 +7,35 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
 from flask_offload.stores import MemoryStore, SQLStore, Store
 from tests.conftest import FakeClock
+from tests.services import postgres_url
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def fresh_postgres_database() -> str:
+    """The URL of the test database, emptied of Flask-Offload's tables, so
+    that each test starts from nothing, as with a new SQLite file."""
+    url = postgres_url()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for table in ("offload_jobs", "offload_meta", "offload_schedules"):
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    engine.dispose()
+
+    return url
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> Iterator[Store]:
     made: Store
     if request.param == "memory":
         made = MemoryStore(clock=clock)
+    elif request.param == "postgres":
+        made = SQLStore(fresh_postgres_database(), clock=clock, poll_interval=0.05)
     else:
         made = SQLStore(f"sqlite:///{tmp_path / 'offload.sqlite3'}", clock=clock)
     made.open()

@@ -11,7 +11,9 @@ from .sql import SQLStore
 
 __all__ = ["Heartbeat", "ListFilter", "MemoryStore", "SQLStore", "Store"]
 
-ACCEPTED_URLS = "'sqlite:///path/to/file', 'memory://'"
+ACCEPTED_URLS = (
+    "'sqlite:///path/to/file', 'postgresql://user@host/database', 'memory://'"
+)
 
 
 def store_from_url(url: str, **options: Any) -> Store:
@@ -24,7 +26,20 @@ def store_from_url(url: str, **options: Any) -> Store:
         return MemoryStore()
     if scheme == "sqlite" or scheme.startswith("sqlite+"):
         return SQLStore(url, **options)
-    if scheme.startswith(("postgres", "redis", "mysql", "mariadb")):
+    if scheme.startswith("postgres"):
+        try:
+            import psycopg  # noqa: F401 - only to say what to install
+        except ImportError as missing:
+            raise ConfigurationError(
+                f"OFFLOAD_URL {url!r} needs psycopg 3: install flask-offload[postgres]."
+            ) from missing
+        postgres_options = {
+            key: value for key, value in options.items() if key == "poll_interval"
+        }
+        return SQLStore(
+            url.replace("postgres://", "postgresql://", 1), **postgres_options
+        )
+    if scheme.startswith(("redis", "mysql", "mariadb")):
         raise ConfigurationError(
             f"OFFLOAD_URL {url!r} names a store this release of Flask-Offload "
             f"does not have yet; use one of {ACCEPTED_URLS}."

@@ -126,6 +126,7 @@ class SQLStore(Store):
         self._watch_connection: Connection | None = None
         self._watched_version: int | None = None
         self._statements: dict[Hashable, _Prepared] = {}
+        self._listener: Any = None
         self._write_lock: SQLiteWriteLock | object | None = _NOT_CHOSEN
 
     @property
@@ -153,11 +154,20 @@ class SQLStore(Store):
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
     def open(self) -> None:
         with self._open_lock:
             if self._opened:
                 return
             with self._write() as connection:
+                if self.is_postgres:
+                    # Processes starting together migrate one at a time.
+                    connection.execute(
+                        select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY))
+                    )
                 found = migrate(connection)
             if found == 0:
                 logger.info("Created the Flask-Offload tables in %s", self.describe())
@@ -168,6 +178,9 @@ class SQLStore(Store):
             if self._watch_connection is not None:
                 self._watch_connection.close()
                 self._watch_connection = None
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
             self._engine = None
@@ -177,6 +190,7 @@ class SQLStore(Store):
 
     def after_fork(self) -> None:
         self._watch_connection = None
+        self._listener = None
         self._watch_lock = threading.Lock()
         if self._engine is not None:
             self._engine.dispose(close=False)
@@ -189,17 +203,46 @@ class SQLStore(Store):
 
     def enqueue(self, job: JobRecord) -> JobRecord:
         insert_job = self._prepared("insert", lambda: insert(jobs))
-        with self._write_cursor() as cursor:
-            if job.unique_key is not None:
-                same = self._prepared("unique", lambda: _SAME_UNIQUE_KEY)
-                row = same.execute(cursor, {"b_key": job.unique_key}).fetchone()
-                if row is not None:
-                    return _as_record(row)
-            insert_job.execute(cursor, _as_row(job))
+        try:
+            with self._write_cursor() as cursor:
+                if job.unique_key is not None:
+                    existing = self._same_unique_key(cursor, job.unique_key)
+                    if existing is not None:
+                        return existing
+                insert_job.execute(cursor, _as_row(job))
+                self._notify(cursor)
+        except Exception as error:
+            # Another process inserted the same unique key between our read
+            # and our insert; the unique index refused ours, so take theirs.
+            if job.unique_key is None or not _is_unique_violation(error):
+                raise
+            with self._write_cursor() as cursor:
+                existing = self._same_unique_key(cursor, job.unique_key)
+            if existing is None:
+                raise
+            return existing
         self._work.ring()
         self._changes.ring()
 
         return job
+
+    def _same_unique_key(self, cursor: Any, key: str) -> JobRecord | None:
+        same = self._prepared("unique", lambda: _SAME_UNIQUE_KEY)
+        row = same.execute(cursor, {"b_key": key}).fetchone()
+
+        return None if row is None else _as_record(row)
+
+    def _notify_on(self, connection: Connection) -> None:
+        """:meth:`_notify` for a SQLAlchemy connection."""
+        if self.is_postgres:
+            connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+
+    def _notify(self, cursor: Any) -> None:
+        """Tell workers in other processes that a job may be ready: on
+        PostgreSQL through NOTIFY, delivered when the transaction commits;
+        SQLite's waiters watch ``data_version`` instead."""
+        if self.is_postgres:
+            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
     def claim(
         self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
@@ -281,6 +324,7 @@ class SQLStore(Store):
                     attempts=attempts,
                 )
             ).rowcount
+            self._notify_on(connection)
         self._work.ring()
         self._changes.ring()
 
@@ -318,6 +362,8 @@ class SQLStore(Store):
                     .where(jobs.c.id == job.id, expired)
                     .values(worker=None, lease_expires_at=None, **values)
                 )
+            if recovered:
+                self._notify_on(connection)
         if recovered:
             self._work.ring()
             self._changes.ring()
@@ -473,6 +519,7 @@ class SQLStore(Store):
             ).rowcount
             if moved:
                 connection.execute(insert(jobs).values(_as_row(job)))
+                self._notify_on(connection)
         if moved:
             self._work.ring()
             self._changes.ring()
@@ -510,6 +557,8 @@ class SQLStore(Store):
 
     def _changed_elsewhere(self) -> bool:
         """Whether another connection committed since the last call."""
+        if self.is_postgres:
+            return self._notified()
         if not self.is_sqlite:
             return True
 
@@ -526,6 +575,25 @@ class SQLStore(Store):
             self._watched_version = version
 
         return changed
+
+    def _notified(self) -> bool:
+        """Whether a NOTIFY arrived on the listening connection, waiting up
+        to ``poll_interval`` for one. The connection is this store's own, in
+        autocommit, opened on first use."""
+        with self._watch_lock:
+            if self._listener is None:
+                import psycopg
+
+                url = self.engine.url.set(drivername="postgresql")
+                self._listener = psycopg.connect(
+                    url.render_as_string(hide_password=False), autocommit=True
+                )
+                self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            notified = False
+            for _ in self._listener.notifies(timeout=self.poll_interval, stop_after=1):
+                notified = True
+
+        return notified
 
     def _has_ready_work(self) -> bool:
         with self._read() as connection:
@@ -551,6 +619,10 @@ class SQLStore(Store):
         that no saturated limit excludes (queue by queue, in the order given),
         and mark those the limits admit as running."""
         now = self.clock()
+        if self.is_postgres:
+            # Claims take turns, so that each counts the running jobs after
+            # the one before it committed; a claim lasts milliseconds.
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (CLAIM_LOCK_KEY,))
         due = self._prepared("due", lambda: _PROMOTE_DUE)
         due.execute(cursor, {"b_now": now})
         running = self._prepared("running", lambda: _RUNNING)
@@ -714,6 +786,9 @@ class SQLStore(Store):
 
     def _create_engine(self, url: str) -> Engine:
         parsed = make_url(url)
+        if parsed.get_backend_name() == "postgresql":
+            # psycopg 3, whatever driver the URL names or leaves out.
+            return create_engine(parsed.set(drivername="postgresql+psycopg"))
         if parsed.get_backend_name() != "sqlite":
             return create_engine(url)
 
@@ -737,6 +812,11 @@ class SQLStore(Store):
 
 
 MAX_PREPARED = 256
+#: PostgreSQL advisory lock keys: claims take turns on one, migrations on
+#: the other. Arbitrary numbers, unlikely to meet an application's own.
+CLAIM_LOCK_KEY = 0x0FF10AD1
+MIGRATION_LOCK_KEY = 0x0FF10AD2
+NOTIFY_CHANNEL = "flask_offload_work"
 PURGE_SLICE = 1000
 
 _FINISH = (
@@ -894,6 +974,16 @@ class _Prepared:
 
     def execute_many(self, cursor: Any, rows: list[dict[str, Any]]) -> None:
         cursor.executemany(self.sql, [self.parameters(row) for row in rows])
+
+
+def _is_unique_violation(error: Exception) -> bool:
+    """Whether the database refused a row for a unique index (SQLSTATE
+    23505 on PostgreSQL; SQLite's IntegrityError)."""
+    code = getattr(error, "sqlstate", None) or getattr(
+        getattr(error, "orig", None), "sqlstate", None
+    )
+
+    return code == "23505" or type(error).__name__ == "IntegrityError"
 
 
 def _as_row(job: JobRecord) -> dict[str, Any]:
