@@ -65,6 +65,8 @@ def create_app() -> Flask:
     app.config["OFFLOAD_WORKER_THREADS"] = int(
         os.environ.get("OFFLOAD_TEST_THREADS", "1")
     )
+    if os.environ.get("OFFLOAD_TEST_URL"):
+        app.config["OFFLOAD_URL"] = os.environ["OFFLOAD_TEST_URL"]
     app.config["OFFLOAD_SHUTDOWN_GRACE"] = float(
         os.environ.get("OFFLOAD_TEST_GRACE", "2")
     )
