@@ -94,7 +94,7 @@ class TimedStore(SQLStore):
         self.waits = WaitTimes(RECORDED_WAITS)
 
     @contextmanager
-    def _write_cursor(self) -> Iterator[Any]:
+    def _write_cursor(self, *, relaxed: bool = False) -> Iterator[Any]:
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()

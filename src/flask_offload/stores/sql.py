@@ -126,7 +126,8 @@ class SQLStore(Store):
         self._watch_connection: Connection | None = None
         self._watched_version: int | None = None
         self._statements: dict[Hashable, _Prepared] = {}
-        self._listener: Any = None
+        self._listener: threading.Thread | None = None
+        self._listener_stop = threading.Event()
         self._write_lock: SQLiteWriteLock | object | None = _NOT_CHOSEN
 
     @property
@@ -179,7 +180,8 @@ class SQLStore(Store):
                 self._watch_connection.close()
                 self._watch_connection = None
             if self._listener is not None:
-                self._listener.close()
+                self._listener_stop.set()
+                self._listener.join()
                 self._listener = None
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
@@ -191,6 +193,7 @@ class SQLStore(Store):
     def after_fork(self) -> None:
         self._watch_connection = None
         self._listener = None
+        self._listener_stop = threading.Event()
         self._watch_lock = threading.Lock()
         if self._engine is not None:
             self._engine.dispose(close=False)
@@ -232,22 +235,23 @@ class SQLStore(Store):
 
         return None if row is None else _as_record(row)
 
-    def _notify_on(self, connection: Connection) -> None:
+    def _notify_on(self, connection: Connection, channel: str | None = None) -> None:
         """:meth:`_notify` for a SQLAlchemy connection."""
         if self.is_postgres:
-            connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+            connection.exec_driver_sql(f"NOTIFY {channel or NOTIFY_CHANNEL}")
 
-    def _notify(self, cursor: Any) -> None:
-        """Tell workers in other processes that a job may be ready: on
-        PostgreSQL through NOTIFY, delivered when the transaction commits;
-        SQLite's waiters watch ``data_version`` instead."""
+    def _notify(self, cursor: Any, channel: str | None = None) -> None:
+        """Tell workers in other processes that a job may be ready (or, on
+        the change channel, that a job changed): on PostgreSQL through
+        NOTIFY, delivered when the transaction commits; SQLite's waiters
+        watch ``data_version`` instead."""
         if self.is_postgres:
-            cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            cursor.execute(f"NOTIFY {channel or NOTIFY_CHANNEL}")
 
     def claim(
         self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
     ) -> list[JobRecord]:
-        with self._write_cursor() as cursor:
+        with self._write_cursor(relaxed=True) as cursor:
             claimed = self._claim(cursor, worker, queues, limit, lease)
         if claimed:
             self._changes.ring()
@@ -255,8 +259,9 @@ class SQLStore(Store):
         return claimed
 
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
-        with self._write_cursor() as cursor:
+        with self._write_cursor(relaxed=True) as cursor:
             applied = self._finish(cursor, worker, outcomes)
+            self._notify(cursor, CHANGE_CHANNEL)
         self._changes.ring()
 
         return applied
@@ -269,8 +274,10 @@ class SQLStore(Store):
         limit: int,
         lease: float,
     ) -> tuple[list[str], list[JobRecord]]:
-        with self._write_cursor() as cursor:
+        with self._write_cursor(relaxed=True) as cursor:
             applied = self._finish(cursor, worker, outcomes) if outcomes else []
+            if applied:
+                self._notify(cursor, CHANGE_CHANNEL)
             claimed = self._claim(cursor, worker, queues, limit, lease)
         if applied or claimed:
             self._changes.ring()
@@ -450,6 +457,7 @@ class SQLStore(Store):
             status = connection.execute(
                 select(jobs.c.status).where(jobs.c.id == job_id)
             ).scalar()
+            self._notify_on(connection, CHANGE_CHANNEL)
         self._changes.ring()
 
         return status
@@ -543,9 +551,16 @@ class SQLStore(Store):
         self._wait(self._changes, timeout, lambda: True)
 
     def _wait(self, bell: Bell, timeout: float, worth_waking: Any) -> None:
-        """Wait on this process's bell, and between rings look for commits made
-        by other processes every ``poll_interval`` seconds."""
+        """Wait on this process's bell. On SQLite, between rings, look for
+        commits made by other processes every ``poll_interval`` seconds; on
+        PostgreSQL a listening thread turns every process's NOTIFY into a
+        ring, so the bell is all there is to wait on."""
         deadline = time.monotonic() + timeout
+        if self.is_postgres:
+            self._ensure_listener()
+            bell.wait(timeout)
+            return
+
         while True:
             remaining = max(0.0, deadline - time.monotonic())
             if bell.wait(min(self.poll_interval, remaining)):
@@ -557,8 +572,6 @@ class SQLStore(Store):
 
     def _changed_elsewhere(self) -> bool:
         """Whether another connection committed since the last call."""
-        if self.is_postgres:
-            return self._notified()
         if not self.is_sqlite:
             return True
 
@@ -576,24 +589,41 @@ class SQLStore(Store):
 
         return changed
 
-    def _notified(self) -> bool:
-        """Whether a NOTIFY arrived on the listening connection, waiting up
-        to ``poll_interval`` for one. The connection is this store's own, in
-        autocommit, opened on first use."""
+    def _ensure_listener(self) -> None:
         with self._watch_lock:
-            if self._listener is None:
-                import psycopg
-
-                url = self.engine.url.set(drivername="postgresql")
-                self._listener = psycopg.connect(
-                    url.render_as_string(hide_password=False), autocommit=True
+            if self._listener is None or not self._listener.is_alive():
+                self._listener = threading.Thread(
+                    target=self._listen, name="offload-listener", daemon=True
                 )
-                self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            notified = False
-            for _ in self._listener.notifies(timeout=self.poll_interval, stop_after=1):
-                notified = True
+                self._listener_stop.clear()
+                self._listener.start()
 
-        return notified
+    def _listen(self) -> None:
+        """LISTEN on PostgreSQL and ring this process's bells for every
+        NOTIFY: work for enqueues, changes for anything a waiter of
+        :meth:`Job.wait` may care about. A lost connection is opened again."""
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql")
+        while not self._listener_stop.is_set():
+            try:
+                with psycopg.connect(
+                    url.render_as_string(hide_password=False), autocommit=True
+                ) as connection:
+                    connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    connection.execute(f"LISTEN {CHANGE_CHANNEL}")
+                    while not self._listener_stop.is_set():
+                        for notice in connection.notifies(timeout=LISTEN_SLICE):
+                            if notice.channel == NOTIFY_CHANNEL:
+                                self._work.ring()
+                            self._changes.ring()
+            except psycopg.Error:
+                logger.warning(
+                    "Lost the LISTEN connection to %s; opening it again",
+                    self.describe(),
+                    exc_info=True,
+                )
+                self._listener_stop.wait(1.0)
 
     def _has_ready_work(self) -> bool:
         with self._read() as connection:
@@ -723,9 +753,14 @@ class SQLStore(Store):
         return prepared
 
     @contextmanager
-    def _write_cursor(self) -> Iterator[Any]:
+    def _write_cursor(self, *, relaxed: bool = False) -> Iterator[Any]:
         """A DBAPI cursor in a transaction that holds the write lock, for the
-        paths every job takes; see :class:`_Prepared`."""
+        paths every job takes; see :class:`_Prepared`.
+
+        ``relaxed`` transactions (claims and outcomes) do not wait for the
+        disk on PostgreSQL: if the server loses one in a crash, the job is
+        claimed or run again, which at-least-once delivery allows. Enqueues
+        always wait, so a job whose enqueue returned is never lost."""
         # The connection is taken before the lock: the other order could
         # wait for the lock while holding the pool's last connection.
         connection = self.engine.raw_connection()
@@ -734,6 +769,8 @@ class SQLStore(Store):
             with self.write_lock or nullcontext():
                 if self.is_sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
+                elif relaxed and self.is_postgres:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
                 try:
                     yield cursor
                 except BaseException:
@@ -817,6 +854,10 @@ MAX_PREPARED = 256
 CLAIM_LOCK_KEY = 0x0FF10AD1
 MIGRATION_LOCK_KEY = 0x0FF10AD2
 NOTIFY_CHANNEL = "flask_offload_work"
+#: How often the listening thread looks up from waiting for a NOTIFY, to
+#: notice that its store closed.
+LISTEN_SLICE = 0.25
+CHANGE_CHANNEL = "flask_offload_change"
 PURGE_SLICE = 1000
 
 _FINISH = (
