@@ -13,8 +13,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask, current_app, has_app_context
+from sqlalchemy import Engine
 
 from .config import Settings, load_settings
+from .errors import ConfigurationError
 from .job import Job
 from .lifecycle import (
     StartMode,
@@ -45,11 +47,17 @@ class OffloadState:
     """What :class:`Offload` keeps for one app: its settings, its store and
     the worker that runs in this process, if any."""
 
-    def __init__(self, offload: Offload, app: Flask, settings: Settings) -> None:
+    def __init__(
+        self,
+        offload: Offload,
+        app: Flask,
+        settings: Settings,
+        engine: Engine | None = None,
+    ) -> None:
         self.offload = offload
         self.app = app
         self.settings = settings
-        self.store = _make_store(settings)
+        self.store = _make_store(settings, engine)
         self.worker: Worker | None = None
         self.eager = settings.eager
         self._inline_worker: Worker | None = None
@@ -181,16 +189,21 @@ class Offload:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(self, app: Flask, *, engine: Engine | None = None) -> None:
         """Read the app's ``OFFLOAD_*`` settings, open the store and arrange
         for the worker to start in the process that serves requests.
 
-        :raises ConfigurationError: if a setting is unknown or not accepted.
+        ``engine`` is a SQLAlchemy engine on PostgreSQL the app already has
+        (``db.engine`` with Flask-SQLAlchemy), to keep the jobs in its
+        database instead of one ``OFFLOAD_URL`` names.
+
+        :raises ConfigurationError: if a setting is unknown or not accepted,
+            or the engine is not PostgreSQL.
         """
         settings = load_settings(app.config, app.instance_path)
-        if settings.url.startswith("sqlite:///"):
+        if engine is None and settings.url.startswith("sqlite:///"):
             os.makedirs(app.instance_path, exist_ok=True)
-        state = OffloadState(self, app, settings)
+        state = OffloadState(self, app, settings, engine)
         state.store.open()
         app.extensions[EXTENSION_KEY] = state
         self._states.append(state)
@@ -486,7 +499,18 @@ class Offload:
         self.state(app).stop_worker(grace)
 
 
-def _make_store(settings: Settings) -> Store:
+def _make_store(settings: Settings, engine: Engine | None = None) -> Store:
+    if engine is not None:
+        if engine.dialect.name != "postgresql":
+            raise ConfigurationError(
+                f"init_app(engine=...) takes a PostgreSQL engine, not "
+                f"{engine.dialect.name!r}: Flask-Offload runs SQLite with its "
+                f"own connection settings, so give OFFLOAD_URL instead."
+            )
+        handed = SQLStore(engine=engine, poll_interval=settings.poll_interval)
+        handed.queue_limits = dict(settings.queues)
+        return handed
+
     options: dict[str, Any] = {}
     if settings.url.startswith("sqlite"):
         options = {

@@ -10,11 +10,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
+import sqlalchemy
+
 from .codec import encode_arguments
 from .job import Job
 from .records import DEFAULT_QUEUE, QUEUED, SCHEDULED, JobRecord, new_job_id
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from .stores.base import Store
     from .worker import Worker
 
@@ -52,6 +56,9 @@ class EnqueueOptions:
     delay: float | timedelta | None = None
     run_at: datetime | None = None
     timeout: float | None = None
+    #: A SQLAlchemy connection in the app's own transaction: the job is
+    #: stored in it, so it exists if and only if that transaction commits.
+    connection: Connection | None = None
 
     def updated(self, **changes: Any) -> EnqueueOptions:
         unknown = sorted(set(changes) - set(self.__slots__))
@@ -75,6 +82,14 @@ class EnqueueOptions:
             if not (key is None or callable(key)):
                 _check_key(name, key)
         _check_when(self.delay, self.run_at)
+        if self.connection is not None and not isinstance(
+            self.connection, sqlalchemy.Connection
+        ):
+            raise TypeError(
+                f"connection must be a SQLAlchemy Connection in the app's open "
+                f"transaction, such as db.session.connection(), not "
+                f"{self.connection!r}."
+            )
         timeout = self.timeout
         if timeout is not None and (
             isinstance(timeout, bool)
@@ -292,6 +307,8 @@ class Task(Generic[P, R]):
             timeout=options.timeout,
         )
 
+        if options.connection is not None:
+            return self._enqueue_in_transaction(store, options.connection, record)
         if target.eager:
             return self._run_eagerly(target, record)
 
@@ -318,6 +335,21 @@ class Task(Generic[P, R]):
         worker.hand_over(stored)
 
         return Job(store, stored)
+
+    def _enqueue_in_transaction(
+        self, store: Store, connection: Connection, record: JobRecord
+    ) -> Job:
+        """Store the job through the app's connection, inside its open
+        transaction, and leave the commit to the app."""
+        from .stores.sql import SQLStore
+
+        if not isinstance(store, SQLStore):
+            raise TypeError(
+                f"using(connection=...) needs an SQL store (SQLite or "
+                f"PostgreSQL), and this app's store is {store.describe()!r}."
+            )
+
+        return Job(store, store.enqueue_in(connection, record))
 
     def _run_eagerly(self, target: EnqueueTarget, record: JobRecord) -> Job:
         """Store the job and run it here and now, as the worker would; see

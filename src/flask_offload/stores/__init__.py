@@ -12,7 +12,8 @@ from .sql import SQLStore
 __all__ = ["Heartbeat", "ListFilter", "MemoryStore", "SQLStore", "Store"]
 
 ACCEPTED_URLS = (
-    "'sqlite:///path/to/file', 'postgresql://user@host/database', 'memory://'"
+    "'sqlite:///path/to/file', 'postgresql://user@host/database', "
+    "'redis://host:6379/0', 'memory://'"
 )
 
 
@@ -39,7 +40,15 @@ def store_from_url(url: str, **options: Any) -> Store:
         return SQLStore(
             url.replace("postgres://", "postgresql://", 1), **postgres_options
         )
-    if scheme.startswith(("redis", "mysql", "mariadb")):
+    if scheme in ("redis", "rediss"):
+        try:
+            from .redis import RedisStore
+        except ImportError as missing:
+            raise ConfigurationError(
+                f"OFFLOAD_URL {url!r} needs redis-py: install flask-offload[redis]."
+            ) from missing
+        return RedisStore(url)
+    if scheme.startswith(("mysql", "mariadb")):
         raise ConfigurationError(
             f"OFFLOAD_URL {url!r} names a store this release of Flask-Offload "
             f"does not have yet; use one of {ACCEPTED_URLS}."

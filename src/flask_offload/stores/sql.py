@@ -229,6 +229,24 @@ class SQLStore(Store):
 
         return job
 
+    def enqueue_in(self, connection: Connection, job: JobRecord) -> JobRecord:
+        """Store a job through the caller's connection, in its open
+        transaction: the job exists if and only if that transaction commits.
+        The connection must reach this store's database."""
+        if job.unique_key is not None:
+            row = connection.execute(
+                _SAME_UNIQUE_KEY, {"b_key": job.unique_key}
+            ).first()
+            if row is not None:
+                return _as_record(row)
+        connection.execute(insert(jobs).values(_as_row(job)))
+        self._notify_on(connection)
+        # Committed or not, a worker of this process looks: if the caller has
+        # not committed yet, it finds nothing and the next change wakes it.
+        self._work.ring()
+
+        return job
+
     def _same_unique_key(self, cursor: Any, key: str) -> JobRecord | None:
         same = self._prepared("unique", lambda: _SAME_UNIQUE_KEY)
         row = same.execute(cursor, {"b_key": key}).fetchone()
