@@ -1,5 +1,5 @@
-"""Flask-Offload on PostgreSQL: the same app code with OFFLOAD_URL changed,
-and worker processes standing for separate machines."""
+"""Flask-Offload on PostgreSQL and on Redis: the same app code with
+OFFLOAD_URL changed, and worker processes standing for separate machines."""
 
 from __future__ import annotations
 
@@ -15,20 +15,30 @@ from flask import Flask
 from flask_offload import Offload
 from tests.helpers import make_app
 from tests.processes import BackgroundCommand, read_events, run_flask_command, wait_for
+from tests.services import redis_url
 from tests.stores.conftest import fresh_postgres_database
 
 
-@pytest.fixture
-def postgres() -> str:
-    return fresh_postgres_database()
+@pytest.fixture(params=["postgres", "redis"])
+def remote(request: pytest.FixtureRequest) -> str:
+    """The URL of an empty store on a server."""
+    if request.param == "postgres":
+        return fresh_postgres_database()
+
+    import redis
+
+    url = redis_url()
+    redis.Redis.from_url(url).flushdb()
+
+    return url
 
 
 @pytest.fixture
-def apps(tmp_path: Path, postgres: str) -> Iterator[list[tuple[Flask, Offload]]]:
+def apps(tmp_path: Path, remote: str) -> Iterator[list[tuple[Flask, Offload]]]:
     pairs = []
     for name in ("web", "worker"):
         app, offload = make_app(
-            tmp_path / name, OFFLOAD_URL=postgres, OFFLOAD_WORKER_THREADS=0
+            tmp_path / name, OFFLOAD_URL=remote, OFFLOAD_WORKER_THREADS=0
         )
         app.name = name
         offload.init_app(app)
@@ -52,10 +62,10 @@ def test_a_job_enqueued_by_one_app_runs_on_another_apps_worker(
     assert web.stats()["default"]["succeeded"] == 1
 
 
-def test_worker_processes_on_postgres_lose_nothing_when_one_is_killed(
-    tmp_path: Path, postgres: str
+def test_worker_processes_on_a_server_lose_nothing_when_one_is_killed(
+    tmp_path: Path, remote: str
 ) -> None:
-    settings = {"url": postgres, "threads": "0", "lease": "1"}
+    settings = {"url": remote, "threads": "0", "lease": "1"}
     run_flask_command(tmp_path, "enqueue-some", "300", **settings)
     workers = [
         BackgroundCommand(tmp_path, "offload", "worker", "--threads", "2", **settings)

@@ -1,0 +1,524 @@
+"""The Lua scripts of the Redis store, one for each contract method that
+must be atomic. :mod:`.redis` registers each as ``PRELUDE + body``; the
+module docstring there describes the keys they use."""
+
+from __future__ import annotations
+
+# Helpers every script shares. ARGV[1] is the key prefix, ARGV[2] the token
+# of the store that runs the script, ARGV[3] the time now.
+PRELUDE = r"""
+local P, TOKEN, NOW_TEXT = ARGV[1], ARGV[2], ARGV[3]
+local NOW = tonumber(NOW_TEXT)
+local FINISHED = {succeeded = true, failed = true, cancelled = true}
+
+local function job_key(id)
+  return P .. 'job:' .. id
+end
+
+local function ready_member(id, run_at)
+  return string.format('%021.6f', tonumber(run_at)) .. ':' .. id
+end
+
+local function bump(hash, field, by)
+  if redis.call('HINCRBY', P .. hash, field, by) <= 0 then
+    redis.call('HDEL', P .. hash, field)
+  end
+end
+
+local function set_status(id, queue, old, new)
+  if old then
+    bump('counts', old .. ':' .. queue, -1)
+    redis.call('ZREM', P .. 'status:' .. old, id)
+  end
+  if new then
+    bump('counts', new .. ':' .. queue, 1)
+    redis.call('ZADD', P .. 'status:' .. new, 0, id)
+    redis.call('HSET', job_key(id), 'status', new)
+  end
+end
+
+local function place_waiting(id, status, queue, priority, run_at)
+  if status == 'scheduled' or tonumber(run_at) > NOW then
+    redis.call('ZADD', P .. 'delayed', run_at, id)
+  else
+    local member = ready_member(id, run_at)
+    redis.call('ZADD', P .. 'ready', -tonumber(priority), member)
+    redis.call('ZADD', P .. 'ready:' .. queue, -tonumber(priority), member)
+  end
+end
+
+local function drop_waiting(id, queue, run_at)
+  local member = ready_member(id, run_at)
+  redis.call('ZREM', P .. 'ready', member)
+  redis.call('ZREM', P .. 'ready:' .. queue, member)
+  redis.call('ZREM', P .. 'delayed', id)
+end
+
+local function count_running(queue, key, by)
+  bump('running-by-queue', queue, by)
+  if key then
+    bump('running-by-key', key, by)
+  end
+end
+
+local function stop_running(id, queue, key)
+  redis.call('ZREM', P .. 'running', id)
+  count_running(queue, key, -1)
+  redis.call('HDEL', job_key(id), 'worker', 'lease_expires_at')
+end
+
+local function requeue(id, queue, key, priority, run_at)
+  stop_running(id, queue, key)
+  redis.call('HDEL', job_key(id), 'started_at')
+  set_status(id, queue, 'running', 'queued')
+  place_waiting(id, 'queued', queue, priority, run_at)
+end
+
+local function free_unique(id, unique)
+  if unique and redis.call('HGET', P .. 'unique', unique) == id then
+    redis.call('HDEL', P .. 'unique', unique)
+  end
+end
+
+local function publish(kind)
+  redis.call('PUBLISH', P .. 'events', TOKEN .. ':' .. kind)
+end
+
+local function read_job(first)
+  local job, fields = {}, {}
+  for i = first, #ARGV, 2 do
+    job[ARGV[i]] = ARGV[i + 1]
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  end
+  return job, fields
+end
+
+local function store_job(job, fields)
+  local id, queue, status = job.id, job.queue, job.status
+  redis.call('HSET', job_key(id), unpack(fields))
+  redis.call('ZADD', P .. 'jobs', 0, id)
+  redis.call('ZADD', P .. 'queue:' .. queue, 0, id)
+  redis.call('ZADD', P .. 'task:' .. job.task, 0, id)
+  set_status(id, queue, nil, status)
+  if status == 'running' then
+    redis.call('ZADD', P .. 'running', job.lease_expires_at or NOW_TEXT, id)
+    count_running(queue, job.concurrency_key, 1)
+  elseif FINISHED[status] then
+    if job.finished_at then
+      redis.call('ZADD', P .. 'finished', job.finished_at, id)
+    end
+  else
+    place_waiting(id, status, queue, job.priority, job.run_at)
+  end
+  if job.unique_key and not FINISHED[status] then
+    redis.call('HSET', P .. 'unique', job.unique_key, id)
+  end
+end
+"""
+
+_ENQUEUE = r"""
+local job, fields = read_job(4)
+if job.unique_key and not FINISHED[job.status] then
+  local existing = redis.call('HGET', P .. 'unique', job.unique_key)
+  if existing then
+    return redis.call('HGETALL', job_key(existing))
+  end
+end
+store_job(job, fields)
+publish('w')
+return {}
+"""
+
+# ARGV[4] worker, [5] outcomes (JSON), [6] queues (JSON, '' for all),
+# [7] queue limits (JSON), [8] claim limit (below 0: no claim), [9] lease
+# expiry.
+_FINISH_AND_CLAIM = r"""
+local worker, limits = ARGV[4], cjson.decode(ARGV[7])
+local limit = tonumber(ARGV[8])
+local applied, wake = {}, false
+
+for _, o in ipairs(cjson.decode(ARGV[5])) do
+  local id = o.job_id
+  local key = job_key(id)
+  local h = redis.call('HMGET', key, 'status', 'worker', 'attempts', 'queue',
+    'concurrency_key', 'unique_key', 'priority')
+  if h[1] == 'running' and h[2] == worker and tonumber(h[3]) == o.attempt then
+    local queue = h[4]
+    stop_running(id, queue, h[5])
+    set_status(id, queue, 'running', o.status)
+    local run_at = redis.call('HGET', key, 'run_at')
+    if o.retry_at then
+      run_at = o.retry_at
+      redis.call('HSET', key, 'run_at', run_at)
+      redis.call('HDEL', key, 'finished_at')
+    else
+      redis.call('HSET', key, 'finished_at', o.finished_at)
+    end
+    if o.attempt_errors then
+      redis.call('HSET', key, 'attempt_errors', o.attempt_errors)
+    end
+    for _, name in ipairs({'result', 'error'}) do
+      if o[name] then
+        redis.call('HSET', key, name, o[name])
+      else
+        redis.call('HDEL', key, name)
+      end
+    end
+    if o.progress then
+      redis.call('HSET', key, 'progress', o.progress)
+    end
+    if FINISHED[o.status] then
+      redis.call('ZADD', P .. 'finished', o.finished_at, id)
+      free_unique(id, h[6])
+    else
+      place_waiting(id, o.status, queue, h[7], run_at)
+    end
+    wake = wake or h[5] ~= false or limits[queue] ~= nil
+    applied[#applied + 1] = id
+  end
+end
+
+local function running_now(hash, name, extra)
+  local stored = tonumber(redis.call('HGET', P .. hash, name)) or 0
+  return stored + (extra[name] or 0)
+end
+
+local claimed = {}
+if limit >= 0 then
+  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW_TEXT)
+  for _, id in ipairs(due) do
+    local h = redis.call('HMGET', job_key(id), 'status', 'queue', 'priority',
+      'run_at')
+    redis.call('ZREM', P .. 'delayed', id)
+    if h[1] == 'scheduled' then
+      set_status(id, h[2], 'scheduled', 'queued')
+    end
+    if h[1] == 'scheduled' or h[1] == 'queued' then
+      place_waiting(id, 'queued', h[2], h[3], h[4])
+    end
+  end
+
+  local chosen, by_queue, by_key = {}, {}, {}
+  local function full(queue)
+    local cap = limits[queue]
+    return cap ~= nil and running_now('running-by-queue', queue, by_queue) >= cap
+  end
+  local function admit(queue, key, key_limit)
+    if full(queue) then
+      return false
+    end
+    if key and running_now('running-by-key', key, by_key)
+        >= (tonumber(key_limit) or 1) then
+      return false
+    end
+    by_queue[queue] = (by_queue[queue] or 0) + 1
+    if key then
+      by_key[key] = (by_key[key] or 0) + 1
+    end
+    return true
+  end
+
+  local lanes = {false}
+  if ARGV[6] ~= '' then
+    lanes = cjson.decode(ARGV[6])
+  end
+  for _, queue in ipairs(lanes) do
+    local lane = P .. 'ready'
+    if queue then
+      lane = P .. 'ready:' .. queue
+    end
+    local start = 0
+    while #chosen < limit and not (queue and full(queue)) do
+      local members = redis.call('ZRANGE', lane, start, start + 99)
+      if #members == 0 then
+        break
+      end
+      for _, member in ipairs(members) do
+        local id = string.sub(member, string.find(member, ':', 1, true) + 1)
+        local h = redis.call('HMGET', job_key(id), 'queue', 'concurrency_key',
+          'concurrency_limit')
+        if admit(h[1], h[2], h[3]) then
+          chosen[#chosen + 1] = id
+          if #chosen == limit then
+            break
+          end
+        end
+      end
+      start = start + 100
+    end
+  end
+
+  for _, id in ipairs(chosen) do
+    local key = job_key(id)
+    local h = redis.call('HMGET', key, 'queue', 'run_at', 'concurrency_key')
+    drop_waiting(id, h[1], h[2])
+    set_status(id, h[1], 'queued', 'running')
+    redis.call('HSET', key, 'worker', worker, 'started_at', NOW_TEXT,
+      'lease_expires_at', ARGV[9])
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('ZADD', P .. 'running', ARGV[9], id)
+    count_running(h[1], h[3], 1)
+    claimed[#claimed + 1] = redis.call('HGETALL', key)
+  end
+end
+
+if wake then
+  publish('w')
+elseif #applied > 0 or #claimed > 0 then
+  publish('c')
+end
+return {applied, claimed, wake and 1 or 0}
+"""
+
+# ARGV[4] worker, [5] lease expiry, [6...] job ids.
+_HEARTBEAT = r"""
+local cancel, lost = {}, {}
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local h = redis.call('HMGET', job_key(id), 'status', 'worker',
+    'cancel_requested')
+  if h[1] ~= 'running' or h[2] ~= ARGV[4] then
+    lost[#lost + 1] = id
+  else
+    redis.call('HSET', job_key(id), 'lease_expires_at', ARGV[5])
+    redis.call('ZADD', P .. 'running', ARGV[5], id)
+    if h[3] == '1' then
+      cancel[#cancel + 1] = id
+    end
+  end
+end
+return {cancel, lost}
+"""
+
+# ARGV[4] worker, [5] '1' if the jobs started, [6...] job ids.
+_RELEASE = r"""
+local released = 0
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local h = redis.call('HMGET', job_key(id), 'status', 'worker', 'queue',
+    'concurrency_key', 'priority', 'run_at')
+  if h[1] == 'running' and h[2] == ARGV[4] then
+    requeue(id, h[3], h[4], h[5], h[6])
+    if ARGV[5] ~= '1' then
+      redis.call('HINCRBY', job_key(id), 'attempts', -1)
+    end
+    released = released + 1
+  end
+end
+if released > 0 then
+  publish('w')
+end
+return released
+"""
+
+_EXPIRED = r"""
+local found = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf',
+    '(' .. NOW_TEXT)) do
+  found[#found + 1] = redis.call('HGETALL', job_key(id))
+end
+return found
+"""
+
+# ARGV[4...] in fours: id, worker and attempts as read by _EXPIRED, and the
+# error to fail the job with ('' to queue it again).
+_RECOVER = r"""
+local done = {}
+for i = 4, #ARGV, 4 do
+  local id, failure = ARGV[i], ARGV[i + 3]
+  local key = job_key(id)
+  local h = redis.call('HMGET', key, 'status', 'worker', 'attempts',
+    'lease_expires_at', 'queue', 'concurrency_key', 'priority', 'run_at',
+    'unique_key')
+  if h[1] == 'running' and h[2] == ARGV[i + 1] and h[3] == ARGV[i + 2]
+      and tonumber(h[4]) < NOW then
+    if failure == '' then
+      requeue(id, h[5], h[6], h[7], h[8])
+      redis.call('HINCRBY', key, 'recoveries', 1)
+    else
+      stop_running(id, h[5], h[6])
+      set_status(id, h[5], 'running', 'failed')
+      redis.call('HSET', key, 'finished_at', NOW_TEXT, 'error', failure)
+      redis.call('ZADD', P .. 'finished', NOW_TEXT, id)
+      free_unique(id, h[9])
+    end
+    done[#done + 1] = id
+  end
+end
+if #done > 0 then
+  publish('w')
+end
+return done
+"""
+
+_CANCEL = r"""
+local id = ARGV[4]
+local h = redis.call('HMGET', job_key(id), 'status', 'queue', 'run_at',
+  'unique_key')
+if not h[1] then
+  return false
+end
+if h[1] == 'scheduled' or h[1] == 'queued' then
+  drop_waiting(id, h[2], h[3])
+  set_status(id, h[2], h[1], 'cancelled')
+  redis.call('HSET', job_key(id), 'finished_at', NOW_TEXT)
+  redis.call('ZADD', P .. 'finished', NOW_TEXT, id)
+  free_unique(id, h[4])
+  publish('c')
+  return 'cancelled'
+end
+if h[1] == 'running' then
+  redis.call('HSET', job_key(id), 'cancel_requested', '1')
+  publish('c')
+end
+return h[1]
+"""
+
+# ARGV[4] id, [5] worker, [6] attempt, [7] progress.
+_SET_PROGRESS = r"""
+local h = redis.call('HMGET', job_key(ARGV[4]), 'status', 'worker', 'attempts',
+  'cancel_requested')
+if h[1] ~= 'running' or h[2] ~= ARGV[5] or h[3] ~= ARGV[6] then
+  return 0
+end
+redis.call('HSET', job_key(ARGV[4]), 'progress', ARGV[7])
+publish('c')
+if h[4] == '1' then
+  return 1
+end
+return 0
+"""
+
+# ARGV[4] cutoff, [5] offset, [6] slice, [7] tasks (JSON, '' for all),
+# [8] tasks to keep (JSON).
+_PURGE = r"""
+local function set_of(list)
+  local set = {}
+  for _, item in ipairs(list) do
+    set[item] = true
+  end
+  return set
+end
+
+local only = nil
+if ARGV[7] ~= '' then
+  only = set_of(cjson.decode(ARGV[7]))
+end
+local keep = set_of(cjson.decode(ARGV[8]))
+local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. ARGV[4],
+  'LIMIT', ARGV[5], ARGV[6])
+local deleted, kept = 0, 0
+for _, id in ipairs(ids) do
+  local h = redis.call('HMGET', job_key(id), 'task', 'queue', 'status')
+  if not h[1] then
+    redis.call('ZREM', P .. 'finished', id)
+  elseif (only == nil or only[h[1]]) and not keep[h[1]] and FINISHED[h[3]] then
+    redis.call('DEL', job_key(id))
+    redis.call('ZREM', P .. 'finished', id)
+    redis.call('ZREM', P .. 'jobs', id)
+    redis.call('ZREM', P .. 'queue:' .. h[2], id)
+    redis.call('ZREM', P .. 'task:' .. h[1], id)
+    set_status(id, h[2], h[3], nil)
+    deleted = deleted + 1
+  else
+    kept = kept + 1
+  end
+end
+if deleted > 0 then
+  publish('c')
+end
+return {deleted, kept, #ids}
+"""
+
+# ARGV[4] name, [5] spec, [6] next run time.
+_SYNC_SCHEDULE = r"""
+if redis.call('HGET', P .. 'schedules', ARGV[4]) == ARGV[5] then
+  return redis.call('HGET', P .. 'schedule-runs', ARGV[4])
+end
+redis.call('HSET', P .. 'schedules', ARGV[4], ARGV[5])
+redis.call('HSET', P .. 'schedule-runs', ARGV[4], ARGV[6])
+return ARGV[6]
+"""
+
+# ARGV[4] name, [5] due time, [6] next run time, [7...] the job's fields.
+_FIRE_SCHEDULE = r"""
+if not redis.call('HGET', P .. 'schedules', ARGV[4])
+    or redis.call('HGET', P .. 'schedule-runs', ARGV[4]) ~= ARGV[5] then
+  return 0
+end
+redis.call('HSET', P .. 'schedule-runs', ARGV[4], ARGV[6])
+store_job(read_job(7))
+publish('w')
+return 1
+"""
+
+# ARGV[4] queue, [5] status, [6] task ('' for any), [7] offset, [8] limit.
+_LIST = r"""
+local queue, status, task = ARGV[4], ARGV[5], ARGV[6]
+local skip, want = tonumber(ARGV[7]), tonumber(ARGV[8])
+local index, filters = P .. 'jobs', 0
+if status ~= '' then
+  index = P .. 'status:' .. status
+end
+if task ~= '' then
+  index = P .. 'task:' .. task
+end
+if queue ~= '' then
+  index = P .. 'queue:' .. queue
+end
+for _, given in ipairs({queue, status, task}) do
+  if given ~= '' then
+    filters = filters + 1
+  end
+end
+
+local found = {}
+if filters <= 1 then
+  if want > 0 then
+    for _, id in ipairs(redis.call('ZREVRANGE', index, skip, skip + want - 1)) do
+      found[#found + 1] = redis.call('HGETALL', job_key(id))
+    end
+  end
+  return found
+end
+
+local start = 0
+while #found < want do
+  local ids = redis.call('ZREVRANGE', index, start, start + 199)
+  if #ids == 0 then
+    break
+  end
+  for _, id in ipairs(ids) do
+    local h = redis.call('HMGET', job_key(id), 'queue', 'status', 'task')
+    if (queue == '' or h[1] == queue) and (status == '' or h[2] == status)
+        and (task == '' or h[3] == task) then
+      if skip > 0 then
+        skip = skip - 1
+      else
+        found[#found + 1] = redis.call('HGETALL', job_key(id))
+        if #found >= want then
+          break
+        end
+      end
+    end
+  end
+  start = start + 200
+end
+return found
+"""
+
+SCRIPTS = {
+    "enqueue": _ENQUEUE,
+    "finish_and_claim": _FINISH_AND_CLAIM,
+    "heartbeat": _HEARTBEAT,
+    "release": _RELEASE,
+    "expired": _EXPIRED,
+    "recover": _RECOVER,
+    "cancel": _CANCEL,
+    "set_progress": _SET_PROGRESS,
+    "purge": _PURGE,
+    "sync_schedule": _SYNC_SCHEDULE,
+    "fire_schedule": _FIRE_SCHEDULE,
+    "list": _LIST,
+}
