@@ -30,7 +30,15 @@ from flask.cli import AppGroup, ScriptInfo
 
 from .extension import EXTENSION_KEY, OffloadState
 from .job import Job
-from .records import RUNNING, STATUSES, Status
+from .records import (
+    FINISHED_STATUSES,
+    RUNNING,
+    STATUSES,
+    WAITING_STATUSES,
+    Status,
+)
+from .stores import store_from_url
+from .stores.base import ListFilter, Store
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -391,6 +399,88 @@ def _describe_progress(job: Job) -> str:
     amount = done if progress.total is None else f"{done}/{progress.total:g}"
 
     return amount if not progress.message else f"{amount} {progress.message}"
+
+
+@offload_group.command("move")
+@click.option(
+    "--to",
+    "destination",
+    required=True,
+    metavar="URL",
+    help="The store to move to, such as postgresql://... or redis://...",
+)
+@click.option(
+    "--finished",
+    is_flag=True,
+    help="Copy finished jobs (with their results) too.",
+)
+def move_command(destination: str, finished: bool) -> None:
+    """Move every scheduled and queued job to another store.
+
+    Each waiting job is copied to the store at --to and then cancelled
+    here, so that it runs once, there. With --finished, finished jobs are
+    copied as well. Stop every worker on this store first (set
+    OFFLOAD_WORKER_THREADS = 0 and stop 'flask offload worker'): the command
+    refuses while jobs are running here. Then point OFFLOAD_URL at the new
+    store.
+    """
+    state = _offload_state()
+    source = state.store
+    running = sum(counts[RUNNING] for counts in source.counts().values())
+    if running:
+        raise click.ClickException(
+            f"{running} job(s) are running on {source.describe()}. Stop every "
+            f"worker on it first (OFFLOAD_WORKER_THREADS = 0, and stop 'flask "
+            f"offload worker'), let running jobs end, then move."
+        )
+
+    target = store_from_url(destination)
+    target.queue_limits = dict(state.settings.queues)
+    target.open()
+    try:
+        moved = _move_waiting(source, target)
+        copied = _copy_finished(source, target) if finished else 0
+    finally:
+        target.close()
+
+    click.echo(
+        f"Moved {moved} waiting job(s) from {source.describe()} to "
+        f"{target.describe()}"
+        + (f", and copied {copied} finished job(s)." if finished else ".")
+        + " Now set OFFLOAD_URL to the new store."
+    )
+
+
+MOVE_PAGE = 500
+
+
+def _move_waiting(source: Store, target: Store) -> int:
+    """Copy each scheduled or queued job, then cancel it here; page by page
+    from the start, since moved jobs leave the waiting statuses."""
+    moved = 0
+    for status in WAITING_STATUSES:
+        while page := source.list_jobs(ListFilter(status=status, limit=MOVE_PAGE)):
+            for record in page:
+                target.enqueue(record)
+                source.cancel(record.id)
+                moved += 1
+
+    return moved
+
+
+def _copy_finished(source: Store, target: Store) -> int:
+    copied = 0
+    for status in FINISHED_STATUSES:
+        offset = 0
+        while page := source.list_jobs(
+            ListFilter(status=status, limit=MOVE_PAGE, offset=offset)
+        ):
+            for record in page:
+                target.enqueue(record)
+                copied += 1
+            offset += len(page)
+
+    return copied
 
 
 def _offload_state() -> OffloadState:
