@@ -472,6 +472,7 @@ class Offload:
             fire_schedules=state.fire_due_schedules,
             name=name,
             runner=runner,
+            sender=app,
         )
 
     def drain(self, app: Flask | None = None, *, max_jobs: int | None = None) -> int:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy
 
+from . import signals
 from .codec import encode_arguments
 from .job import Job
 from .records import DEFAULT_QUEUE, QUEUED, SCHEDULED, JobRecord, new_job_id
@@ -30,6 +31,7 @@ class EnqueueTarget(Protocol):
     store: Store
     worker: Worker | None
     eager: bool
+    app: Any
 
     def inline_worker(self) -> Worker: ...
 
@@ -288,6 +290,18 @@ class Task(Generic[P, R]):
         self, options: EnqueueOptions, args: Any, kwargs: dict[str, Any]
     ) -> Job:
         target = self._target()
+        job = self._store_job(target, options, args, kwargs)
+        signals.send(signals.job_enqueued, target.app, job=job)
+
+        return job
+
+    def _store_job(
+        self,
+        target: EnqueueTarget,
+        options: EnqueueOptions,
+        args: Any,
+        kwargs: dict[str, Any],
+    ) -> Job:
         store = target.store
         now = store.clock()
         key = options.key_for("concurrency_key", args, kwargs)

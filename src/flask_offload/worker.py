@@ -32,9 +32,11 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import signals
 from .codec import decode_arguments, encode_result
 from .context import JobContext, _current_job
 from .errors import JobCancelled, JobTimeout, Retry
+from .job import Job
 from .records import (
     CANCELLED,
     FAILED,
@@ -127,6 +129,7 @@ class Worker:
         purge: Callable[[], int] | None = None,
         fire_schedules: Callable[[], int] | None = None,
         runner: ProcessRunner | None = None,
+        sender: object = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"A worker needs at least one thread, not {threads!r}.")
@@ -142,6 +145,8 @@ class Worker:
         self._fire_schedules = fire_schedules
         #: Runs each job in a child process, when set; see :mod:`.processes`.
         self._runner = runner
+        #: What the job signals name as their sender: the Flask app.
+        self._sender = sender
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._outbox = _Outbox()
@@ -402,6 +407,7 @@ class Worker:
             "attempt": record.attempts,
         }
         logger.info("Job %s (%s) started", record.id, record.task, extra=extra)
+        signals.send(signals.job_started, self._sender, job=Job(self.store, record))
         started = time.perf_counter()
         token = _current_job.set(context)
         try:
@@ -415,6 +421,7 @@ class Worker:
             outcome.progress = context.progress.to_json()
         self._add_to_outbox(outcome)
         self._log_outcome(record, outcome, duration)
+        self._signal_outcome(record, outcome, duration)
 
     def _call(self, record: JobRecord, context: JobContext) -> Outcome:
         task = self._tasks(record.task)
@@ -580,6 +587,26 @@ class Worker:
         retryable = Exception in kinds or kind in names
 
         return self._failed_attempt(record, task, child.error, retryable)
+
+    def _signal_outcome(
+        self, record: JobRecord, outcome: Outcome, duration: float
+    ) -> None:
+        signal = _OUTCOME_SIGNALS.get(outcome.status)
+        if signal is None or not signal.receivers:
+            return
+
+        ended = dataclasses.replace(
+            record,
+            status=outcome.status,
+            result=outcome.result,
+            error=outcome.error,
+            attempt_errors=outcome.attempt_errors or record.attempt_errors,
+            finished_at=None if outcome.retry_at else outcome.finished_at,
+            run_at=outcome.retry_at or record.run_at,
+        )
+        signals.send(
+            signal, self._sender, job=Job(self.store, ended), duration=duration
+        )
 
     def _log_outcome(
         self, record: JobRecord, outcome: Outcome, duration: float
@@ -808,6 +835,14 @@ class Worker:
 
 def _describe(error: BaseException) -> str:
     return JobError.from_exception(error).to_json()
+
+
+_OUTCOME_SIGNALS = {
+    SUCCEEDED: signals.job_succeeded,
+    FAILED: signals.job_failed,
+    SCHEDULED: signals.job_retrying,
+    CANCELLED: signals.job_cancelled,
+}
 
 
 def _set_async_exception(thread_id: int, kind: type[BaseException] | None) -> None:
