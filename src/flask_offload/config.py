@@ -35,6 +35,7 @@ class Settings:
     queues: dict[str, int]
     eager: bool
     keep_finished: float
+    metrics_url: str | None
 
 
 def _integer(minimum: int) -> Callable[[str, Any], int]:
@@ -117,6 +118,15 @@ def _queues(key: str, value: Any) -> dict[str, int]:
     return limits
 
 
+def _path(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigurationError(
+            f"{key} must be a URL path starting with '/', such as "
+            f"'/offload/metrics', or None to serve nothing, not {value!r}."
+        )
+    return value
+
+
 def _boolean(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{key} must be True or False, not {value!r}.")
@@ -136,6 +146,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     "EAGER": (False, _boolean),
     # A week; math.inf keeps finished jobs forever.
     "KEEP_FINISHED": (7 * 24 * 3600.0, _seconds(positive=False)),
+    "METRICS_URL": (None, _path),
 }
 
 

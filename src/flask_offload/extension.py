@@ -204,6 +204,10 @@ class Offload:
         if engine is None and settings.url.startswith("sqlite:///"):
             os.makedirs(app.instance_path, exist_ok=True)
         state = OffloadState(self, app, settings, engine)
+        if settings.metrics_url is not None:
+            from .metrics import install
+
+            install(app, state.store, settings.metrics_url)
         state.store.open()
         app.extensions[EXTENSION_KEY] = state
         self._states.append(state)
