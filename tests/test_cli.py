@@ -20,6 +20,7 @@ from flask import Flask
 
 from flask_offload import JobError, Offload, Progress
 from flask_offload.cli import offload_group
+from flask_offload.records import Outcome
 from flask_offload.stores import SQLStore
 from tests.conftest import FakeClock
 from tests.helpers import make_app
@@ -395,3 +396,370 @@ def test_with_processes_a_job_blocked_past_its_timeout_is_killed_and_others_run(
     assert "its process was killed" in error.message
     pids = {e[2] for e in read_events(tmp_path)}
     assert str(worker.pid) not in pids, "jobs ran in the worker, not its children"
+
+
+def make_tasks(offload: Offload) -> None:
+    @offload.task(name="reports.build", queue="reports")
+    def build_report(user_id: int, fmt: str = "pdf") -> str:
+        return f"{user_id}.{fmt}"
+
+    @offload.task(name="mail.send")
+    def send_mail(to: str) -> None: ...
+
+
+def fail_job(offload: Offload, job_id: str, message: str) -> None:
+    """Let a pretend worker of another process claim the job and record a
+    failure of its one attempt."""
+    store = offload.store
+    claimed = store.claim("web-1:42:abc123", None, 100, 30.0)
+    (record,) = [record for record in claimed if record.id == job_id]
+    store.release(
+        "web-1:42:abc123", [r.id for r in claimed if r != record], started=False
+    )
+    error = JobError("builtins.ValueError", message, "Traceback: boom\n")
+    outcome = Outcome(
+        job_id=record.id,
+        attempt=record.attempts,
+        status="failed",
+        finished_at=store.clock(),
+        error=error.to_json(),
+    )
+    assert store.finish("web-1:42:abc123", [outcome]) == [record.id]
+
+
+def invoke(app: Flask, *args: str) -> tuple[int, str]:
+    result = app.test_cli_runner().invoke(offload_group, list(args))
+
+    return result.exit_code, result.output
+
+
+def test_jobs_lists_the_newest_first_and_filters_by_queue_status_and_task(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    first = offload.tasks["reports.build"].enqueue(1)
+    second = offload.tasks["mail.send"].enqueue("ada@example.com")
+
+    code, output = invoke(app, "jobs")
+    filtered = invoke(app, "jobs", "--queue", "reports", "--status", "queued")
+    by_task = invoke(app, "jobs", "--task", "mail.send", "--json")
+    none = invoke(app, "jobs", "--status", "failed")
+    paged = invoke(app, "jobs", "--limit", "1", "--offset", "1", "--json")
+
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[0].split() == ["id", "task", "queue", "status", "attempts", "enqueued"]
+    assert [line.split()[:5] for line in lines[1:]] == [
+        [second.id, "mail.send", "default", "queued", "0"],
+        [first.id, "reports.build", "reports", "queued", "0"],
+    ]
+    assert filtered[1].splitlines()[1].split()[0] == first.id
+    assert len(filtered[1].splitlines()) == 2
+    assert [job["id"] for job in json.loads(by_task[1])] == [second.id]
+    assert none == (0, "No jobs match.\n")
+    assert [job["id"] for job in json.loads(paged[1])] == [first.id]
+
+
+def test_jobs_rejects_an_unknown_status_listing_the_six_accepted(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, _ = app_and_offload
+
+    code, output = invoke(app, "jobs", "--status", "done")
+
+    assert code == 2
+    assert "Invalid value for '--status': 'done' is not one of 'scheduled', " in (
+        output
+    )
+    assert "'succeeded', 'failed', 'cancelled'." in output
+
+
+def test_show_prints_arguments_result_errors_and_worker_of_one_job(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    job = offload.tasks["reports.build"].enqueue(7, fmt="csv")
+    fail_job(offload, job.id, "no data for user 7")
+
+    code, output = invoke(app, "show", job.id)
+    _, as_json = invoke(app, "show", job.id, "--json")
+
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[:7] == [
+        f"id        {job.id}",
+        "task      reports.build",
+        "queue     reports",
+        "priority  0",
+        "status    failed",
+        "attempts  1",
+        "args      [7]",
+    ]
+    assert 'kwargs    {"fmt": "csv"}' in lines
+    assert "Error of attempt 1: builtins.ValueError: no data for user 7" in lines
+    assert "Traceback: boom" in lines
+    details = json.loads(as_json)
+    assert details["args"] == [7] and details["kwargs"] == {"fmt": "csv"}
+    assert details["errors"] == [
+        {
+            "type": "builtins.ValueError",
+            "message": "no data for user 7",
+            "traceback": "Traceback: boom\n",
+        }
+    ]
+    assert details["status"] == "failed" and details["finished_at"] is not None
+
+
+@pytest.mark.parametrize("command", ["show", "cancel", "retry"])
+def test_a_command_given_an_unknown_job_id_exits_1_saying_so(
+    app_and_offload: tuple[Flask, Offload], command: str
+) -> None:
+    app, _ = app_and_offload
+
+    code, output = invoke(app, command, "nope")
+
+    assert code == 1
+    assert "Error: No job with id 'nope'. It may have been purged; list jobs " in (
+        output
+    )
+
+
+def test_retry_enqueues_a_new_job_with_the_same_task_arguments_and_queue(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    old = offload.tasks["reports.build"].using(priority=5).enqueue(7, fmt="csv")
+    fail_job(offload, old.id, "boom")
+
+    code, output = invoke(app, "retry", old.id)
+
+    assert code == 0, output
+    new = offload.get_job(output.strip())
+    assert new is not None and new.id != old.id
+    assert (new.task, new.args, new.kwargs) == ("reports.build", [7], {"fmt": "csv"})
+    assert (new.queue, new.priority, new.status) == ("reports", 5, "queued")
+    assert old.refresh().status == "failed"
+
+
+def test_retry_refuses_a_job_that_has_not_failed_naming_its_status(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    job = offload.tasks["mail.send"].enqueue("ada@example.com")
+
+    code, output = invoke(app, "retry", job.id)
+
+    assert code == 1
+    assert (
+        f"Error: Job {job.id} is queued; only failed or cancelled jobs can be "
+        f"retried." in output
+    )
+
+
+def test_retry_of_a_task_no_longer_registered_names_it(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    job = offload.tasks["mail.send"].enqueue("ada@example.com")
+    job.cancel()
+    del offload.tasks["mail.send"]
+
+    code, output = invoke(app, "retry", job.id)
+
+    assert code == 1
+    assert (
+        "Error: No task named 'mail.send' is registered in this app. Registered "
+        "tasks: reports.build." in output
+    )
+
+
+def test_retry_failed_of_a_task_retries_each_of_its_failed_jobs(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    build = offload.tasks["reports.build"]
+    failed = [build.enqueue(user) for user in range(3)]
+    for job in failed:
+        fail_job(offload, job.id, "boom")
+    build.enqueue(99)
+
+    code, output = invoke(app, "retry", "--failed-of", "reports.build")
+    again = invoke(app, "retry", "--failed-of", "mail.send")
+
+    assert code == 0, output
+    new_jobs = [offload.get_job(job_id) for job_id in output.split()]
+    assert sorted(job.args[0] for job in new_jobs if job is not None) == [0, 1, 2]
+    assert again == (0, "No failed jobs of task 'mail.send'; nothing was retried.\n")
+
+
+@pytest.mark.parametrize("args", [[], ["abc", "--failed-of", "mail.send"]])
+def test_retry_needs_either_an_id_or_failed_of(
+    app_and_offload: tuple[Flask, Offload], args: list[str]
+) -> None:
+    app, _ = app_and_offload
+
+    code, output = invoke(app, "retry", *args)
+
+    assert code == 2
+    assert "Error: Give a job ID, or --failed-of TASK" in output
+
+
+def test_cancel_cancels_a_waiting_job_and_leaves_a_finished_one(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    waiting = offload.tasks["mail.send"].enqueue("ada@example.com")
+    finished = offload.tasks["reports.build"].enqueue(1)
+    fail_job(offload, finished.id, "boom")
+
+    cancelled = invoke(app, "cancel", waiting.id)
+    unchanged = invoke(app, "cancel", finished.id)
+
+    assert cancelled == (0, f"Job {waiting.id} is now cancelled.\n")
+    assert waiting.refresh().status == "cancelled"
+    assert unchanged == (
+        0,
+        f"Job {finished.id} had already ended as failed; it is unchanged.\n",
+    )
+
+
+def test_purge_deletes_finished_jobs_older_than_the_option_or_the_setting(
+    app_and_offload: tuple[Flask, Offload], clock: FakeClock
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    offload.state(app).store.clock = clock
+    old, recent = (offload.tasks["mail.send"].enqueue(to) for to in ("a", "b"))
+    old.cancel()
+    clock.advance(600)
+    recent.cancel()
+    clock.advance(60)
+
+    by_age = invoke(app, "purge", "--older-than", "300")
+    by_setting = invoke(app, "purge")
+
+    assert by_age == (0, "Deleted 1 finished job(s).\n")
+    assert offload.get_job(old.id) is None
+    assert offload.get_job(recent.id) is not None
+    assert by_setting == (0, "Deleted 0 finished job(s).\n")
+
+
+def test_enqueue_stores_a_job_with_arguments_and_options(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+
+    code, output = invoke(
+        app,
+        "enqueue",
+        "reports.build",
+        "[7]",
+        "--kwargs",
+        '{"fmt": "csv"}',
+        "--queue",
+        "urgent",
+        "--priority",
+        "3",
+        "--delay",
+        "60",
+    )
+
+    assert code == 0, output
+    job = offload.get_job(output.strip())
+    assert job is not None
+    assert (job.args, job.kwargs, job.queue) == ([7], {"fmt": "csv"}, "urgent")
+    assert (job.priority, job.status) == (3, "scheduled")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["[1,"], "Invalid value for '[ARGS_JSON]': '[1,' is not valid JSON"),
+        (["{}"], "Invalid value for '[ARGS_JSON]': '{}' is not accepted; give a "),
+        (["--kwargs", "[1]"], "Invalid value for '--kwargs': '[1]' is not accepted"),
+        (["--delay", "-1"], "Invalid value for '--delay': -1.0 is not in the range"),
+    ],
+)
+def test_enqueue_rejects_bad_arguments_naming_the_parameter(
+    app_and_offload: tuple[Flask, Offload], args: list[str], message: str
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+
+    code, output = invoke(app, "enqueue", "mail.send", *args)
+
+    assert code == 2
+    assert f"Error: {message}" in output
+
+
+def test_enqueue_of_an_unknown_task_lists_the_registered_ones(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+
+    code, output = invoke(app, "enqueue", "mail.sned", '["ada@example.com"]')
+
+    assert code == 1
+    assert (
+        "Error: No task named 'mail.sned' is registered in this app. Registered "
+        "tasks: mail.send, reports.build." in output
+    )
+    assert offload.jobs() == []
+
+
+def test_status_watch_redraws_the_table_until_the_count(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, _ = app_and_offload
+
+    code, output = invoke(app, "status", "--watch", "--interval", "0.1", "--count", "3")
+    refused = invoke(app, "status", "--watch", "--json")
+
+    assert code == 0, output
+    assert output.count("No jobs in the store.") == 3
+    assert refused[0] == 2
+    assert "--watch redraws a table and cannot be combined with --json" in (refused[1])
+
+
+def test_status_watch_in_a_process_exits_0_on_ctrl_c(
+    tmp_path: Path, commands: list[BackgroundCommand]
+) -> None:
+    watch = BackgroundCommand(
+        tmp_path, "offload", "status", "--watch", "--interval", "0.2", threads="0"
+    )
+    commands.append(watch)
+    wait_for(
+        lambda: watch.output().count("No jobs in the store.") >= 2,
+        what="two draws",
+    )
+
+    watch.signal(signal.SIGINT)
+
+    assert watch.wait() == 0
+
+
+def test_enqueue_in_a_process_is_listed_by_jobs_json_in_another(
+    tmp_path: Path,
+) -> None:
+    job_id = run_flask_command(
+        tmp_path, "offload", "enqueue", "record", '["from-cli"]', threads="0"
+    ).strip()
+
+    output = run_flask_command(tmp_path, "offload", "jobs", "--json", threads="0")
+
+    (listed,) = json.loads(output)
+    assert listed["id"] == job_id
+    assert (listed["task"], listed["queue"], listed["status"]) == (
+        "record",
+        "default",
+        "queued",
+    )

@@ -20,7 +20,9 @@ import os
 import queue
 import signal
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
@@ -31,6 +33,8 @@ from flask.cli import AppGroup, ScriptInfo
 from .extension import EXTENSION_KEY, OffloadState
 from .job import Job
 from .records import (
+    CANCELLED,
+    FAILED,
     FINISHED_STATUSES,
     RUNNING,
     STATUSES,
@@ -39,6 +43,7 @@ from .records import (
 )
 from .stores import store_from_url
 from .stores.base import ListFilter, Store
+from .task import Task
 from .worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -53,7 +58,7 @@ FORCED_EXIT_STATUS = 128 + signal.SIGINT
 
 offload_group = AppGroup(
     "offload",
-    help="Run a Flask-Offload worker, or look at the queue.",
+    help="Run a Flask-Offload worker, look at the queue and act on its jobs.",
 )
 
 
@@ -266,15 +271,61 @@ def _exit_at_once() -> None:
     show_default=True,
     help="Show at most this many running jobs.",
 )
-def status_command(as_json: bool, limit: int) -> None:
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Redraw the table every --interval seconds until Ctrl-C.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --watch, the time between two draws.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    hidden=True,
+    help="With --watch, stop after this many draws (for tests and scripts).",
+)
+def status_command(
+    as_json: bool, limit: int, watch: bool, interval: float, count: int | None
+) -> None:
     """Show how many jobs each queue has in each status, and the jobs running
     now with the worker that runs them.
 
     Counts come from the store, so they cover every process and machine that
     uses it. With --json the same is printed as one JSON object with the keys
-    store, queues, totals and running.
+    store, queues, totals and running. With --watch the table is redrawn
+    every --interval seconds until Ctrl-C, which exits with status 0.
     """
     state = _offload_state()
+    if not watch:
+        _print_status(state, as_json, limit)
+        return
+
+    if as_json:
+        raise click.UsageError(
+            "--watch redraws a table and cannot be combined with --json; to "
+            "poll the JSON, run 'flask offload status --json' from a loop."
+        )
+
+    draws = 0
+    try:
+        while count is None or draws < count:
+            if draws:
+                time.sleep(interval)
+            click.clear()
+            _print_status(state, as_json=False, limit=limit)
+            draws += 1
+    except KeyboardInterrupt:
+        # Ctrl-C is how a watch is meant to end, not a failure.
+        click.echo()
+
+
+def _print_status(state: OffloadState, as_json: bool, limit: int) -> None:
     counts = dict(sorted(state.offload.stats().items()))
     totals: dict[Status, int] = {
         status: sum(by_status[status] for by_status in counts.values())
@@ -481,6 +532,361 @@ def _copy_finished(source: Store, target: Store) -> int:
             offset += len(page)
 
     return copied
+
+
+@offload_group.command("jobs")
+@click.option("--queue", metavar="NAME", help="Only jobs of this queue.")
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES),
+    help="Only jobs in this status.",
+)
+@click.option("--task", metavar="NAME", help="Only jobs of this task.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show at most this many jobs.",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip this many of the newest jobs first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+def jobs_command(
+    queue: str | None,
+    status: Status | None,
+    task: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+) -> None:
+    """List jobs, newest first, with their id, task, queue, status, attempts
+    and when they were enqueued (in UTC).
+
+    Page through more with --offset; look at one job with 'flask offload
+    show ID'.
+    """
+    state = _offload_state()
+    jobs = state.offload.jobs(
+        queue=queue, status=status, task=task, limit=limit, offset=offset
+    )
+
+    if as_json:
+        click.echo(json.dumps([_job_summary(job) for job in jobs], indent=2))
+        return
+
+    if not jobs:
+        click.echo("No jobs match." if offset == 0 else "No jobs past that offset.")
+        return
+
+    rows = [["id", "task", "queue", "status", "attempts", "enqueued"]]
+    for job in jobs:
+        rows.append(
+            [
+                job.id,
+                job.task,
+                job.queue,
+                job.status,
+                str(job.attempts),
+                _timestamp(job.enqueued_at),
+            ]
+        )
+    click.echo("\n".join(_aligned(rows, numeric_from=None)))
+
+
+@offload_group.command("show")
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def show_command(job_id: str, as_json: bool) -> None:
+    """Show one job: its arguments, result, the error of each failed attempt
+    with its traceback, its timings, progress and worker."""
+    job = _find_job(job_id)
+
+    if as_json:
+        click.echo(json.dumps(_job_details(job), indent=2, default=repr))
+        return
+
+    progress = _describe_progress(job)
+    fields = [
+        ("id", job.id),
+        ("task", job.task),
+        ("queue", job.queue),
+        ("priority", str(job.priority)),
+        ("status", job.status),
+        ("attempts", str(job.attempts)),
+        ("args", _as_text(job.args)),
+        ("kwargs", _as_text(job.kwargs)),
+        ("result", _as_text(job.result)),
+        ("enqueued", _timestamp(job.enqueued_at)),
+        ("run at", _timestamp(job.run_at)),
+        ("started", _timestamp(job.started_at)),
+        ("finished", _timestamp(job.finished_at)),
+        ("progress", progress),
+        ("worker", job.worker or "-"),
+    ]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        click.echo(f"{name.ljust(width)}  {value}")
+
+    for number, error in enumerate(job.errors, start=1):
+        click.echo()
+        click.echo(f"Error of attempt {number}: {error.type}: {error.message}")
+        click.echo(error.traceback.rstrip("\n"))
+
+
+@offload_group.command("retry")
+@click.argument("job_id", metavar="ID", required=False)
+@click.option(
+    "--failed-of",
+    "failed_of",
+    metavar="TASK",
+    help="Retry every failed job of this task instead of one job.",
+)
+def retry_command(job_id: str | None, failed_of: str | None) -> None:
+    """Enqueue a failed or cancelled job again, as a new job with the same
+    task, arguments, queue and priority; or with --failed-of TASK, every
+    failed job of that task. Prints the new job ids.
+
+    The old jobs stay as they are, so their errors can still be read.
+    """
+    if (job_id is None) == (failed_of is None):
+        raise click.UsageError(
+            "Give a job ID, or --failed-of TASK to retry every failed job of a "
+            "task, but not both."
+        )
+
+    if job_id is not None:
+        job = _find_job(job_id)
+        if job.status not in (FAILED, CANCELLED):
+            raise click.ClickException(
+                f"Job {job.id} is {job.status}; only failed or cancelled jobs "
+                f"can be retried. Wait until it ends, or cancel it with 'flask "
+                f"offload cancel {job.id}' first."
+            )
+        click.echo(_enqueue_again(job).id)
+        return
+
+    assert failed_of is not None
+    _registered_task(failed_of)
+    state = _offload_state()
+    failed: list[Job] = []
+    while page := state.offload.jobs(
+        status=FAILED, task=failed_of, limit=RETRY_PAGE, offset=len(failed)
+    ):
+        failed.extend(page)
+
+    if not failed:
+        click.echo(f"No failed jobs of task {failed_of!r}; nothing was retried.")
+        return
+
+    for job in reversed(failed):
+        click.echo(_enqueue_again(job).id)
+
+
+RETRY_PAGE = 500
+
+
+def _enqueue_again(job: Job) -> Job:
+    task = _registered_task(job.task)
+
+    return task.using(queue=job.queue, priority=job.priority).enqueue(
+        *job.args, **job.kwargs
+    )
+
+
+@offload_group.command("cancel")
+@click.argument("job_id", metavar="ID")
+def cancel_command(job_id: str) -> None:
+    """Cancel a job and print its status afterwards.
+
+    A scheduled or queued job is cancelled at once and never runs. A running
+    job is asked to stop; it ends as cancelled if its task checks
+    current_job.cancel_requested. A finished job is left as it is.
+    """
+    job = _find_job(job_id)
+    before = job.status
+    status = job.cancel() or job.status
+
+    if before in FINISHED_STATUSES:
+        click.echo(f"Job {job.id} had already ended as {before}; it is unchanged.")
+    elif status == RUNNING:
+        click.echo(
+            f"Job {job.id} is running: it was asked to stop, and is cancelled "
+            f"if its task checks current_job.cancel_requested."
+        )
+    else:
+        click.echo(f"Job {job.id} is now {status}.")
+
+
+@offload_group.command("purge")
+@click.option(
+    "--older-than",
+    "older_than",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Delete finished jobs that ended more than this long ago. "
+    "[default: each task's keep_finished, or OFFLOAD_KEEP_FINISHED]",
+)
+def purge_command(older_than: float | None) -> None:
+    """Delete finished jobs (succeeded, failed or cancelled) and their
+    results, and print how many were deleted. Waiting and running jobs are
+    never deleted. Workers do this by themselves now and then."""
+    state = _offload_state()
+    if older_than is None:
+        deleted = state.purge_finished()
+    else:
+        deleted = state.store.purge(state.store.clock() - older_than)
+
+    click.echo(f"Deleted {deleted} finished job(s).")
+
+
+def _json_argument(kind: type[Any], accepted: str) -> Callable[..., Any]:
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return kind()
+
+        try:
+            parsed = json.loads(value)
+        except ValueError as error:
+            raise click.BadParameter(
+                f"{value!r} is not valid JSON ({error}); give {accepted}.",
+                param=param,
+            ) from error
+        if not isinstance(parsed, kind):
+            raise click.BadParameter(
+                f"{value!r} is not accepted; give {accepted}.", param=param
+            )
+
+        return parsed
+
+    return parse
+
+
+@offload_group.command("enqueue")
+@click.argument("task_name", metavar="TASK")
+@click.argument(
+    "args",
+    metavar="[ARGS_JSON]",
+    required=False,
+    callback=_json_argument(list, "a JSON array of arguments, such as '[42, \"a\"]'"),
+)
+@click.option(
+    "--kwargs",
+    metavar="JSON",
+    callback=_json_argument(dict, "a JSON object, such as '{\"user_id\": 42}'"),
+    help="Keyword arguments, as a JSON object.",
+)
+@click.option("--queue", metavar="NAME", help="[default: the task's queue]")
+@click.option("--priority", type=int, help="[default: the task's priority]")
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Run no sooner than this many seconds from now.",
+)
+def enqueue_command(
+    task_name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    queue: str | None,
+    priority: int | None,
+    delay: float | None,
+) -> None:
+    """Enqueue a job of TASK and print its id.
+
+    ARGS_JSON is a JSON array of positional arguments, such as '[42]'; give
+    keyword arguments with --kwargs '{"user_id": 42}'.
+    """
+    task = _registered_task(task_name)
+    options: dict[str, Any] = {"queue": queue, "priority": priority, "delay": delay}
+    options = {name: value for name, value in options.items() if value is not None}
+
+    try:
+        job = task.using(**options).enqueue(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise click.ClickException(
+            f"Job of task {task_name!r} was not enqueued: {error}"
+        ) from error
+
+    click.echo(job.id)
+
+
+def _find_job(job_id: str) -> Job:
+    job = _offload_state().offload.get_job(job_id)
+    if job is None:
+        raise click.ClickException(
+            f"No job with id {job_id!r}. It may have been purged; list jobs "
+            f"with 'flask offload jobs'."
+        )
+
+    return job
+
+
+def _registered_task(name: str) -> Task[Any, Any]:
+    tasks = _offload_state().offload.tasks
+    task = tasks.get(name)
+    if task is None:
+        names = sorted(tasks)
+        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+        raise click.ClickException(
+            f"No task named {name!r} is registered in this app. Registered "
+            f"tasks: {shown or 'none'}. Check that --app names the app that "
+            f"imports the module defining it."
+        )
+
+    return task
+
+
+def _timestamp(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _job_summary(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "task": job.task,
+        "queue": job.queue,
+        "priority": job.priority,
+        "status": job.status,
+        "attempts": job.attempts,
+        "enqueued_at": _iso(job.enqueued_at),
+    }
+
+
+def _job_details(job: Job) -> dict[str, Any]:
+    progress = _running_as_json(job)["progress"]
+
+    return {
+        **_job_summary(job),
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "result": job.result,
+        "errors": [
+            {"type": e.type, "message": e.message, "traceback": e.traceback}
+            for e in job.errors
+        ],
+        "run_at": _iso(job.run_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "progress": progress,
+        "worker": job.worker,
+    }
 
 
 def _offload_state() -> OffloadState:
