@@ -1,0 +1,125 @@
+"""The demo in a real headless Chromium: click enqueue and watch the queue
+size rise and fall to zero without reloading the page."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.processes import ROOT, free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: Where the screenshot goes: the test's own folder, unless
+#: OFFLOAD_SCREENSHOTS names one (``docs/images`` to refresh the README's).
+SCREENSHOTS_ENV = "OFFLOAD_SCREENSHOTS"
+
+
+def require_browser() -> None:
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing.append("Playwright for Python (pip install -e '.[dev]')")
+    if not missing:
+        return
+    reason = "Browser tests need " + " and ".join(missing) + "."
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " .ci/run installs Chromium.")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[str]:
+    require_browser()
+    port = free_port()
+    env = dict(
+        os.environ,
+        FLASK_DEMO_JOB_SECONDS="0.6",
+        # The demo's queue in this test's folder, not the one ./run uses.
+        FLASK_OFFLOAD_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        PYTHONPATH=str(ROOT),
+    )
+    log = (tmp_path / "demo.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            str(ROOT / "examples" / "demo" / "app.py"),
+            "run",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+def test_clicking_enqueue_raises_the_queue_size_and_the_worker_brings_it_to_zero(
+    demo: str, tmp_path: Path
+) -> None:
+    screenshots = Path(os.environ.get(SCREENSHOTS_ENV, tmp_path))
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS
+        )
+        page = browser.new_page()
+        page.goto(demo)
+        assert page.text_content("#queue-size") == "0"
+
+        for _ in range(5):
+            page.click("#enqueue")
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            seen.append(int(page.text_content("#queue-size") or "0"))
+            if len(seen) == 3:
+                screenshots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshots / "demo.png"), full_page=True)
+            if seen[-1] == 0 and max(seen) > 0:
+                break
+            time.sleep(0.2)
+        url_after = page.url
+        browser.close()
+
+    assert max(seen) >= 3, f"the count never rose: {seen}"
+    assert seen[-1] == 0, f"the count never fell to zero: {seen}"
+    assert url_after == demo, "the page navigated instead of updating itself"
