@@ -36,6 +36,8 @@ class Settings:
     eager: bool
     keep_finished: float
     metrics_url: str | None
+    dashboard_url: str | None
+    dashboard_poll_seconds: float
 
 
 def _integer(minimum: int) -> Callable[[str, Any], int]:
@@ -147,7 +149,13 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     # A week; math.inf keeps finished jobs forever.
     "KEEP_FINISHED": (7 * 24 * 3600.0, _seconds(positive=False)),
     "METRICS_URL": (None, _path),
+    # None, set explicitly, turns the dashboard off.
+    "DASHBOARD_URL": ("/offload", _path),
+    "DASHBOARD_POLL_SECONDS": (2.0, _seconds(positive=True)),
 }
+
+#: Settings whose default is not None, where an explicit None means "off".
+NONE_TURNS_OFF = frozenset({"DASHBOARD_URL"})
 
 
 def load_settings(config: Mapping[str, Any], instance_path: str) -> Settings:
@@ -164,6 +172,9 @@ def load_settings(config: Mapping[str, Any], instance_path: str) -> Settings:
     for name, (default, check) in SETTINGS.items():
         key = PREFIX + name
         value = config.get(key)
+        if value is None and key in config and name in NONE_TURNS_OFF:
+            values[name.lower()] = None
+            continue
         values[name.lower()] = default if value is None else check(key, value)
 
     if values["url"] is None:

@@ -186,6 +186,9 @@ class Offload:
         #: The periodic tasks' schedules, by task name.
         self.schedules: dict[str, Schedule] = {}
         self._states: list[OffloadState] = []
+        #: The app's own access rule for the dashboard; see
+        #: :meth:`authorize_dashboard`.
+        self.dashboard_authorizer: Callable[[], bool] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -208,6 +211,12 @@ class Offload:
             from .metrics import install
 
             install(app, state.store, settings.metrics_url)
+        if settings.dashboard_url is not None:
+            from .dashboard import make_blueprint
+
+            app.register_blueprint(
+                make_blueprint(self, settings), url_prefix=settings.dashboard_url
+            )
         state.store.open()
         app.extensions[EXTENSION_KEY] = state
         self._states.append(state)
@@ -235,6 +244,21 @@ class Offload:
                 state.start_worker()
 
             state.app.before_request(start_on_first_request)
+
+    def authorize_dashboard(self, function: Callable[[], bool]) -> Callable[[], bool]:
+        """Decide who may open the dashboard: decorate a function of no
+        arguments that returns whether the current request may see it, for
+        example ``return current_user.is_authenticated and
+        current_user.is_admin``.
+
+        Without it the dashboard answers only a debug app's requests from
+        this machine, so a deployed app shows jobs' arguments and results to
+        no one by accident. Once set, the function alone decides, in debug
+        too.
+        """
+        self.dashboard_authorizer = function
+
+        return function
 
     def task(
         self,
