@@ -48,6 +48,17 @@ def require_browser() -> None:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[str]:
+    yield from serve_demo(tmp_path)
+
+
+@pytest.fixture
+def debug_demo(tmp_path: Path) -> Iterator[str]:
+    """The demo in debug mode (without the reloader), which opens the
+    dashboard to this loopback browser."""
+    yield from serve_demo(tmp_path, "--debug", "--no-reload")
+
+
+def serve_demo(tmp_path: Path, *options: str) -> Iterator[str]:
     require_browser()
     port = free_port()
     env = dict(
@@ -68,6 +79,7 @@ def demo(tmp_path: Path) -> Iterator[str]:
             "run",
             "--port",
             str(port),
+            *options,
         ],
         cwd=tmp_path,
         env=env,
@@ -123,3 +135,42 @@ def test_clicking_enqueue_raises_the_queue_size_and_the_worker_brings_it_to_zero
     assert max(seen) >= 3, f"the count never rose: {seen}"
     assert seen[-1] == 0, f"the count never fell to zero: {seen}"
     assert url_after == demo, "the page navigated instead of updating itself"
+
+
+def test_the_dashboard_counts_update_without_a_reload_and_cancel_works(
+    debug_demo: str, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    screenshots = Path(os.environ.get(SCREENSHOTS_ENV, tmp_path))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS
+        )
+        demo_page = browser.new_page()
+        demo_page.goto(debug_demo)
+        dashboard = browser.new_page()
+        dashboard.goto(debug_demo + "offload/")
+        total_queued = '[data-total="queued"]'
+        assert dashboard.text_content(total_queued) == "0"
+
+        for _ in range(6):
+            demo_page.click("#enqueue")
+        deadline = time.monotonic() + 15
+        while dashboard.text_content(total_queued) == "0":
+            assert time.monotonic() < deadline, "the queued count never changed"
+            time.sleep(0.2)
+        assert dashboard.url == debug_demo + "offload/"
+        dashboard.reload()  # a queue new to the page shows after a reload
+        dashboard.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
+
+        dashboard.goto(debug_demo + "offload/jobs?status=queued")
+        dashboard.click("a[href*='/offload/jobs/']")
+        job_url = dashboard.url
+        dashboard.click("form[action*='cancel'] button")
+        dashboard.wait_for_load_state()
+        dashboard.goto(job_url)
+        status = dashboard.text_content("main .status") or ""
+        browser.close()
+
+    assert status == "cancelled"
