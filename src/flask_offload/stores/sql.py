@@ -39,22 +39,18 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    literal_column,
     or_,
     select,
     update,
 )
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import BindParameter, ClauseElement
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql.expression import ClauseElement
 
 from ..records import (
     CANCELLED,
     FAILED,
     FINISHED_STATUSES,
     QUEUED,
-    RUNNING,
-    SCHEDULED,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
@@ -64,6 +60,26 @@ from .base import Bell, Clock, Heartbeat, ListFilter, Store
 from .limits import Admission
 from .messages import lost_worker_error
 from .sql_schema import jobs, migrate, schedules
+from .sql_statements import (
+    _COLUMNS,
+    _FINISH,
+    _IS_QUEUED,
+    _IS_RUNNING,
+    _IS_SCHEDULED,
+    _PROMOTE_DUE,
+    _RUNNING,
+    _SAME_UNIQUE_KEY,
+    _as_record,
+    _as_row,
+    _held_statement,
+    _is_unique_violation,
+    _numbered,
+    _padded,
+    _Prepared,
+    _ready_statement,
+    _start_statement,
+    _tuple,
+)
 from .sqlite_lock import SQLiteWriteLock, write_lock_for
 
 logger = logging.getLogger(__name__)
@@ -71,13 +87,6 @@ logger = logging.getLogger(__name__)
 SQLITE_SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _NOT_CHOSEN = object()
-_COLUMNS = tuple(jobs.c)
-# Written as literals, not parameters, so that SQLite can see at prepare time
-# that the partial indexes on these statuses apply.
-_IS_QUEUED = jobs.c.status == literal_column(f"'{QUEUED}'")
-_IS_RUNNING = jobs.c.status == literal_column(f"'{RUNNING}'")
-_IS_SCHEDULED = jobs.c.status == literal_column(f"'{SCHEDULED}'")
-_FIELD_NAMES = tuple(column.name for column in _COLUMNS)
 
 
 class SQLStore(Store):
@@ -877,181 +886,3 @@ NOTIFY_CHANNEL = "flask_offload_work"
 LISTEN_SLICE = 0.25
 CHANGE_CHANNEL = "flask_offload_change"
 PURGE_SLICE = 1000
-
-_FINISH = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("b_status"),
-        finished_at=bindparam("b_finished_at"),
-        result=bindparam("b_result"),
-        error=bindparam("b_error"),
-        progress=func.coalesce(bindparam("b_progress"), jobs.c.progress),
-        run_at=func.coalesce(bindparam("b_retry_at"), jobs.c.run_at),
-        attempt_errors=func.coalesce(
-            bindparam("b_attempt_errors"), jobs.c.attempt_errors
-        ),
-        worker=None,
-        lease_expires_at=None,
-    )
-)
-# A scheduled job whose time has come is queued, in the claim's own
-# transaction, so that it is claimed in priority order with the rest.
-_PROMOTE_DUE = (
-    update(jobs)
-    .where(_IS_SCHEDULED, jobs.c.run_at <= bindparam("b_now"))
-    .values(status=QUEUED)
-)
-# Spelled as the partial unique index is, so that SQLite uses it.
-_SAME_UNIQUE_KEY = select(*_COLUMNS).where(
-    jobs.c.unique_key.is_not(None),
-    jobs.c.unique_key == bindparam("b_key"),
-    jobs.c.status.in_(
-        [literal_column(f"'{status}'") for status in (SCHEDULED, QUEUED, RUNNING)]
-    ),
-)
-
-
-_RUNNING = select(jobs.c.queue, jobs.c.concurrency_key, jobs.c.concurrency_limit).where(
-    _IS_RUNNING
-)
-_ADMISSION_COLUMNS = (
-    jobs.c.id,
-    jobs.c.queue,
-    jobs.c.concurrency_key,
-    jobs.c.concurrency_limit,
-)
-
-
-def _ready_statement(
-    queues: Sequence[str] | None, full_queues: int, full_keys: int
-) -> ClauseElement:
-    """The first ready jobs in claim order, leaving out queues and keys that
-    cannot start another job now."""
-    ready = (
-        select(
-            jobs.c.id, jobs.c.queue, jobs.c.concurrency_key, jobs.c.concurrency_limit
-        )
-        .where(_IS_QUEUED, jobs.c.run_at <= bindparam("b_now"))
-        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-        .limit(bindparam("b_limit"))
-    )
-    if queues is not None:
-        ready = ready.where(jobs.c.queue.in_(_binds("b_queue", len(queues))))
-    if full_queues:
-        ready = ready.where(jobs.c.queue.not_in(_binds("b_full_queue", full_queues)))
-    if full_keys:
-        ready = ready.where(
-            or_(
-                jobs.c.concurrency_key.is_(None),
-                jobs.c.concurrency_key.not_in(_binds("b_full_key", full_keys)),
-            )
-        )
-
-    return ready
-
-
-def _start_statement(count: int) -> ClauseElement:
-    return (
-        update(jobs)
-        .where(jobs.c.id.in_(_binds("b_id", count)), _IS_QUEUED)
-        .values(
-            status=RUNNING,
-            worker=bindparam("b_worker"),
-            attempts=jobs.c.attempts + 1,
-            started_at=bindparam("b_now"),
-            lease_expires_at=bindparam("b_lease_expires_at"),
-        )
-        .returning(*_COLUMNS)
-    )
-
-
-def _binds(prefix: str, count: int) -> list[BindParameter[Any]]:
-    return [bindparam(f"{prefix}_{i}") for i in range(count)]
-
-
-def _numbered(prefix: str, values: Sequence[str]) -> dict[str, str]:
-    return {f"{prefix}_{i}": value for i, value in enumerate(values)}
-
-
-def _padded(values: list[str]) -> list[str]:
-    """``values`` lengthened to a power of two by repeating the last one, so
-    that statements with an ``IN`` list come in a few sizes that are each
-    compiled once, instead of one size per count."""
-    if not values:
-        return values
-
-    size = 1 << (len(values) - 1).bit_length()
-
-    return values + [values[-1]] * (size - len(values))
-
-
-def _tuple(queues: Sequence[str] | None) -> tuple[str, ...] | None:
-    return None if queues is None else tuple(queues)
-
-
-def _held_statement(count: int) -> ClauseElement:
-    return select(jobs.c.id, jobs.c.attempts).where(
-        jobs.c.id.in_(_binds("b_id", count)),
-        _IS_RUNNING,
-        jobs.c.worker == bindparam("b_worker"),
-    )
-
-
-class _Prepared:
-    """A Core statement compiled once for the store's dialect and run on the
-    DBAPI cursor.
-
-    On the paths every job takes (enqueue, claim, finish), SQLAlchemy's
-    per-execution bookkeeping costs more than SQLite's own commit: this
-    halves the cost of an enqueue. The SQL still comes from the Core
-    statements above, so every dialect gets its own correct text.
-    """
-
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        assert isinstance(compiled, SQLCompiler)
-        self.sql = compiled.string
-        self._constants = {
-            name: bind.effective_value
-            for name, bind in compiled.binds.items()
-            if not bind.required
-        }
-        self._order = compiled.positiontup if compiled.positional else None
-
-    def parameters(self, values: dict[str, Any]) -> Any:
-        merged = {**self._constants, **values}
-        if self._order is None:
-            return merged
-
-        return [merged[name] for name in self._order]
-
-    def execute(self, cursor: Any, values: dict[str, Any]) -> Any:
-        cursor.execute(self.sql, self.parameters(values))
-
-        return cursor
-
-    def execute_many(self, cursor: Any, rows: list[dict[str, Any]]) -> None:
-        cursor.executemany(self.sql, [self.parameters(row) for row in rows])
-
-
-def _is_unique_violation(error: Exception) -> bool:
-    """Whether the database refused a row for a unique index (SQLSTATE
-    23505 on PostgreSQL; SQLite's IntegrityError)."""
-    code = getattr(error, "sqlstate", None) or getattr(
-        getattr(error, "orig", None), "sqlstate", None
-    )
-
-    return code == "23505" or type(error).__name__ == "IntegrityError"
-
-
-def _as_row(job: JobRecord) -> dict[str, Any]:
-    return {name: getattr(job, name) for name in _FIELD_NAMES}
-
-
-def _as_record(row: Any) -> JobRecord:
-    record = JobRecord(**dict(zip(_FIELD_NAMES, row, strict=True)))
-    # A DBAPI cursor gives SQLite's 0 and 1 where SQLAlchemy would give bools.
-    record.cancel_requested = bool(record.cancel_requested)
-
-    return record
