@@ -3,8 +3,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from flask import Flask
+
+from flask_offload import Offload
+from tests.helpers import make_app
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +43,13 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
+    """An app on a real SQLite file in a temporary folder, with no worker
+    started: each test starts one when it needs it."""
+    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
+    offload.init_app(app)
+    yield app, offload
+    offload.close(app)

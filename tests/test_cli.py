@@ -23,7 +23,6 @@ from flask_offload.cli import offload_group
 from flask_offload.records import Outcome
 from flask_offload.stores import SQLStore
 from tests.conftest import FakeClock
-from tests.helpers import make_app
 from tests.processes import (
     BackgroundCommand,
     read_events,
@@ -39,14 +38,6 @@ NO_JOBS = {
     "failed": 0,
     "cancelled": 0,
 }
-
-
-@pytest.fixture
-def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
-    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
-    offload.init_app(app)
-    yield app, offload
-    offload.close(app)
 
 
 @pytest.fixture

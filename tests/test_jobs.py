@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ from flask_offload import (
 from flask_offload.records import JobRecord
 from flask_offload.stores import SQLStore
 from tests.helpers import make_app
-
-
-@pytest.fixture
-def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
-    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
-    offload.init_app(app)
-    yield app, offload
-    offload.close(app)
 
 
 def test_a_job_runs_in_an_app_context_and_its_result_is_kept(

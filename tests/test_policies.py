@@ -9,7 +9,6 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,14 +17,6 @@ from flask import Flask
 
 from flask_offload import JobFailed, Offload, Retry, current_job
 from tests.helpers import make_app
-
-
-@pytest.fixture
-def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
-    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
-    offload.init_app(app)
-    yield app, offload
-    offload.close(app)
 
 
 def test_a_delayed_job_is_scheduled_and_left_alone_until_due(

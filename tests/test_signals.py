@@ -3,23 +3,12 @@ retrying, cancelled."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
 from flask_offload import Job, JobFailed, Offload, current_job, signals
-from tests.helpers import make_app
-
-
-@pytest.fixture
-def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
-    app, offload = make_app(tmp_path, OFFLOAD_WORKER_THREADS=0)
-    offload.init_app(app)
-    yield app, offload
-    offload.close(app)
 
 
 def test_each_step_of_a_job_sends_its_signal_with_the_app_and_the_job(
