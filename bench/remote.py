@@ -2,10 +2,13 @@
 throughput with one worker thread, and enqueue-to-start latency from one
 app to another (two stores on one server, as two machines would have).
 
+For Redis it also counts the round trips a job costs while two worker apps
+drain the queue: every command or pipeline redis-py sends is one.
+
 Run: .venv/bin/python -m bench.remote [--jobs N] [--latency-jobs N]
 It uses the servers of the test suite (``tests/services.py``) and empties
-their Flask-Offload tables and keys first. Peers (RQ, Celery, Procrastinate)
-are not measured here yet.
+their Flask-Offload tables and keys first. The peers are compared in
+``bench/run-peers``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 
@@ -74,6 +78,49 @@ def measure(url: str, jobs: int, latency_jobs: int) -> dict[str, float]:
     }
 
 
+def drain_round_trips(url: str, jobs: int) -> tuple[float, float]:
+    """Drain ``jobs`` with two worker apps of one thread each and return
+    jobs a second and Redis round trips a job (enqueues not counted)."""
+    from redis.connection import Connection
+
+    finished = threading.Event()
+    ran = [0]
+    lock = threading.Lock()
+
+    def count(_: int) -> None:
+        with lock:
+            ran[0] += 1
+            if ran[0] == jobs:
+                finished.set()
+
+    web_app, web = _app(url, "web", count, count)
+    workers = [_app(url, f"worker-{n}", count, count) for n in range(2)]
+    sent = [0]
+    original: Any = Connection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: Any = True) -> Any:
+        sent[0] += 1
+        return original(self, command, check_health)
+
+    try:
+        for number in range(jobs):
+            web.tasks["count"].enqueue(number)
+        Connection.send_packed_command = counted  # type: ignore[method-assign]
+        started = time.perf_counter()
+        for app, offload in workers:
+            offload.start_worker(app, threads=1)
+        finished.wait(600)
+        seconds = time.perf_counter() - started
+        round_trips = sent[0]
+    finally:
+        Connection.send_packed_command = original  # type: ignore[method-assign]
+        web.close(web_app)
+        for app, offload in workers:
+            offload.close(app)
+
+    return jobs / seconds, round_trips / jobs
+
+
 def _app(
     url: str, name: str, count: Callable[[int], None], mark: Callable[[int], None]
 ) -> tuple[Flask, Offload]:
@@ -109,6 +156,13 @@ def main() -> None:
             f"{result['drain_jobs_per_s']:>10,.0f} "
             f"{result['latency_p50_ms']:>8.2f} {result['latency_p95_ms']:>8.2f}"
         )
+
+    redis.Redis.from_url(redis_store).flushdb()
+    rate, round_trips = drain_round_trips(redis_store, arguments.jobs)
+    print(
+        f"redis, two workers: {rate:,.0f} jobs/s drained, "
+        f"{round_trips:.2f} round trips a job"
+    )
 
 
 if __name__ == "__main__":

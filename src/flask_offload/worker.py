@@ -305,9 +305,8 @@ class Worker:
 
     def _execute_until_stopped(self) -> None:
         while not self._stopping.is_set():
-            record = self._next_job()
+            record = self._next_job() or self._wait_for_work()
             if record is None:
-                self._wait_for_work()
                 continue
 
             self._run(record)
@@ -344,14 +343,23 @@ class Worker:
 
         return claimed[0]
 
-    def _wait_for_work(self) -> None:
+    def _wait_for_work(self) -> JobRecord | None:
+        """Wait until a job may be ready; return one the store handed this
+        thread while it waited, if it did."""
         with self._lock:
             self._idle_threads += 1
         try:
-            self.store.wait_for_work(IDLE_WAIT)
+            record = self.store.wait_for_job(
+                self.name, self.queues, self.lease, IDLE_WAIT
+            )
         finally:
             with self._lock:
                 self._idle_threads -= 1
+        if record is not None:
+            with self._lock:
+                self._held[record.id] = _Held(record)
+
+        return record
 
     def _report_and_claim(self, limit: int | None = None) -> list[JobRecord]:
         outcomes = self._take_outbox()

@@ -213,6 +213,23 @@ class Store(ABC):
         change made by another process is noticed depends on the store.
         """
 
+    def wait_for_job(
+        self,
+        worker: str,
+        queues: Sequence[str] | None,
+        lease: float,
+        timeout: float,
+    ) -> JobRecord | None:
+        """Block like :meth:`wait_for_work`, for an idle worker thread.
+
+        A store that can hand a job straight to a waiting thread returns it,
+        already claimed for ``worker`` as :meth:`claim` would, so the thread
+        skips a round trip for its claim. This default hands over nothing.
+        """
+        self.wait_for_work(timeout)
+
+        return None
+
     @abstractmethod
     def wait_for_change(self, timeout: float) -> None:
         """Block until any job may have changed, or ``timeout`` passes. Used by

@@ -41,6 +41,13 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     Unique key to the id of the unfinished job holding it.
 ``schedules``, ``schedule-runs`` (hashes)
     Each schedule's spec and next run time.
+``idle`` (sorted set), ``idle-info`` (hash), ``inbox:{worker}:{thread}``
+    Worker threads with nothing to do, each waiting on its own inbox with
+    a blocking pop. An enqueue claims the job for the longest idle thread
+    that may run it and pushes it to that thread's inbox, so the thread
+    starts it without a claim of its own; a script that publishes ``w``
+    pushes an empty item to every idle inbox instead, to send the threads
+    back to claiming.
 ``events`` (channel)
     Scripts publish ``{store token}:w`` when a job may have become ready and
     ``{store token}:c`` after any other change. One thread per store
@@ -78,6 +85,9 @@ LISTEN_TICK = 0.1
 RECONNECT_DELAY = 1.0
 #: How long the first wait gives the listening thread to subscribe.
 SUBSCRIBE_WAIT = 1.0
+#: How long an idle thread's registration outlives its wait, so that one
+#: whose process died stops being handed jobs soon after.
+IDLE_MARGIN = 1.0
 PURGE_SLICE = 1000
 
 _INT_FIELDS = frozenset({"priority", "attempts", "recoveries", "concurrency_limit"})
@@ -115,6 +125,8 @@ class RedisStore(Store):
         self._scripts: dict[str, Script] = {}
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
+        # The inboxes this process's threads are blocked on right now.
+        self._waiting: set[str] = set()
 
     def describe(self) -> str:
         parts = urlsplit(self.url)
@@ -146,9 +158,12 @@ class RedisStore(Store):
         self._scripts = {}
         self._listener = None
         self._stop_listening = threading.Event()
+        self._waiting = set()
 
     def enqueue(self, job: JobRecord) -> JobRecord:
-        existing = self._run("enqueue", self.clock(), *_encode(job))
+        existing = self._run(
+            "enqueue", self.clock(), json.dumps(self.queue_limits), *_encode(job)
+        )
         if existing:
             return _decode(existing)
         self._work.ring()
@@ -364,6 +379,68 @@ class RedisStore(Store):
     def wait_for_work(self, timeout: float) -> None:
         self._listen()
         self._work.wait(timeout)
+
+    def wait_for_job(
+        self,
+        worker: str,
+        queues: Sequence[str] | None,
+        lease: float,
+        timeout: float,
+    ) -> JobRecord | None:
+        inbox = f"{worker}:{threading.get_ident()}"
+        now = self.clock()
+        try:
+            row = self._run(
+                "wait",
+                now,
+                worker,
+                "" if queues is None else json.dumps(list(queues)),
+                json.dumps(self.queue_limits),
+                _number(lease),
+                _number(now + lease),
+                inbox,
+                _number(now + timeout + IDLE_MARGIN),
+            )
+            if row:
+                self._changes.ring()
+                return _decode(row)
+
+            with self._lock:
+                self._waiting.add(inbox)
+            try:
+                popped = self._redis().blpop([self.prefix + "inbox:" + inbox], timeout)
+            finally:
+                with self._lock:
+                    self._waiting.discard(inbox)
+            item = popped[1] if popped else self._run("unwait", self.clock(), inbox)
+        except redis.RedisError as error:
+            # The registration expires on its own; a job handed to it in
+            # the meantime waits in the inbox for this thread's next wait.
+            logger.warning(
+                "Worker %s could not wait for jobs in %s (%s); trying again",
+                worker,
+                self.describe(),
+                error,
+                extra={"action": "store_error", "worker": worker},
+            )
+            self._work.wait(timeout)
+            return None
+
+        if not item:
+            return None
+
+        return _decode(json.loads(item))
+
+    def wake_waiters(self) -> None:
+        super().wake_waiters()
+        with self._lock:
+            inboxes = sorted(self._waiting)
+        if inboxes:
+            try:
+                self._run("wake", self.clock(), *inboxes)
+            except redis.RedisError:
+                # The threads wake when their wait times out.
+                logger.debug("Could not wake idle threads", exc_info=True)
 
     def wait_for_change(self, timeout: float) -> None:
         self._listen()

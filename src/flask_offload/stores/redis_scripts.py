@@ -10,6 +10,8 @@ PRELUDE = r"""
 local P, TOKEN, NOW_TEXT = ARGV[1], ARGV[2], ARGV[3]
 local NOW = tonumber(NOW_TEXT)
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
+-- An inbox left behind by a thread that died is dropped after a minute.
+local INBOX_TTL_MS = 60000
 
 local function job_key(id)
   return P .. 'job:' .. id
@@ -80,8 +82,152 @@ local function free_unique(id, unique)
   end
 end
 
-local function publish(kind)
+local function running_now(hash, name, extra)
+  local stored = tonumber(redis.call('HGET', P .. hash, name)) or 0
+  return stored + (extra[name] or 0)
+end
+
+-- Queue the scheduled jobs that are due, then move up to ``limit`` ready
+-- jobs of ``lanes`` (a JSON list of queues, '' for all) to running for
+-- ``worker``, as the limits allow. Returns each claimed job's HGETALL row.
+local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
+  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW_TEXT)
+  for _, id in ipairs(due) do
+    local h = redis.call('HMGET', job_key(id), 'status', 'queue', 'priority',
+      'run_at')
+    redis.call('ZREM', P .. 'delayed', id)
+    if h[1] == 'scheduled' then
+      set_status(id, h[2], 'scheduled', 'queued')
+    end
+    if h[1] == 'scheduled' or h[1] == 'queued' then
+      place_waiting(id, 'queued', h[2], h[3], h[4])
+    end
+  end
+
+  local chosen, by_queue, by_key = {}, {}, {}
+  local function full(queue)
+    local cap = limits[queue]
+    return cap ~= nil and running_now('running-by-queue', queue, by_queue) >= cap
+  end
+  local function admit(queue, key, key_limit)
+    if full(queue) then
+      return false
+    end
+    if key and running_now('running-by-key', key, by_key)
+        >= (tonumber(key_limit) or 1) then
+      return false
+    end
+    by_queue[queue] = (by_queue[queue] or 0) + 1
+    if key then
+      by_key[key] = (by_key[key] or 0) + 1
+    end
+    return true
+  end
+
+  local lanes = {false}
+  if lanes_text ~= '' then
+    lanes = cjson.decode(lanes_text)
+  end
+  for _, queue in ipairs(lanes) do
+    local lane = P .. 'ready'
+    if queue then
+      lane = P .. 'ready:' .. queue
+    end
+    local start = 0
+    while #chosen < limit and not (queue and full(queue)) do
+      local members = redis.call('ZRANGE', lane, start, start + 99)
+      if #members == 0 then
+        break
+      end
+      for _, member in ipairs(members) do
+        local id = string.sub(member, string.find(member, ':', 1, true) + 1)
+        local h = redis.call('HMGET', job_key(id), 'queue', 'concurrency_key',
+          'concurrency_limit')
+        if admit(h[1], h[2], h[3]) then
+          chosen[#chosen + 1] = id
+          if #chosen == limit then
+            break
+          end
+        end
+      end
+      start = start + 100
+    end
+  end
+
+  local claimed = {}
+  for _, id in ipairs(chosen) do
+    local key = job_key(id)
+    local h = redis.call('HMGET', key, 'queue', 'run_at', 'concurrency_key')
+    drop_waiting(id, h[1], h[2])
+    set_status(id, h[1], 'queued', 'running')
+    redis.call('HSET', key, 'worker', worker, 'started_at', NOW_TEXT,
+      'lease_expires_at', lease_expiry)
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('ZADD', P .. 'running', lease_expiry, id)
+    count_running(h[1], h[3], 1)
+    claimed[#claimed + 1] = redis.call('HGETALL', key)
+  end
+  return claimed
+end
+
+-- Idle worker threads wait on a list of their own, their inbox, with a
+-- registration: the sorted set 'idle' (inbox by registration time, so the
+-- longest idle is served first) and the hash 'idle-info' (inbox -> {worker,
+-- queues, lease, expires}). Whatever is pushed to an inbox removes its
+-- registration in the same script, so an inbox receives at most one item
+-- per registration: a job claimed for its worker, or '' for "look for
+-- work".
+local function unregister(inbox)
+  redis.call('ZREM', P .. 'idle', inbox)
+  redis.call('HDEL', P .. 'idle-info', inbox)
+end
+
+local function push_to_inbox(inbox, item)
+  local key = P .. 'inbox:' .. inbox
+  unregister(inbox)
+  redis.call('RPUSH', key, item)
+  redis.call('PEXPIRE', key, INBOX_TTL_MS)
+end
+
+local function wake_idle()
+  local idle = redis.call('ZRANGE', P .. 'idle', 0, -1)
+  for _, inbox in ipairs(idle) do
+    push_to_inbox(inbox, '')
+  end
+end
+
+-- Claim one job for the first idle thread that may take it, and push it
+-- to that thread's inbox. Returns whether a thread got one.
+local function hand_to_idle(limits)
+  for _, inbox in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
+    local info = redis.call('HGET', P .. 'idle-info', inbox)
+    local waiter = info and cjson.decode(info)
+    if not waiter or tonumber(waiter.expires) < NOW then
+      unregister(inbox)
+    else
+      local claimed = claim_jobs(waiter.worker, waiter.queues, limits, 1,
+        string.format('%.17g', NOW + tonumber(waiter.lease)))
+      if #claimed > 0 then
+        push_to_inbox(inbox, cjson.encode(claimed[1]))
+        return true
+      end
+    end
+  end
+  return false
+end
+
+-- Tell other processes' stores; they ring their in-process bells.
+local function announce(kind)
   redis.call('PUBLISH', P .. 'events', TOKEN .. ':' .. kind)
+end
+
+-- Announce, and for 'w' ("a job may have become ready") also send every
+-- idle thread back to claiming.
+local function publish(kind)
+  if kind == 'w' then
+    wake_idle()
+  end
+  announce(kind)
 end
 
 local function read_job(first)
@@ -117,8 +263,10 @@ local function store_job(job, fields)
 end
 """
 
+# ARGV[4] queue limits (JSON), [5...] the job's fields and values.
 _ENQUEUE = r"""
-local job, fields = read_job(4)
+local limits = cjson.decode(ARGV[4])
+local job, fields = read_job(5)
 if job.unique_key and not FINISHED[job.status] then
   local existing = redis.call('HGET', P .. 'unique', job.unique_key)
   if existing then
@@ -126,8 +274,48 @@ if job.unique_key and not FINISHED[job.status] then
   end
 end
 store_job(job, fields)
-publish('w')
+if job.status == 'queued' and tonumber(job.run_at) <= NOW
+    and hand_to_idle(limits) then
+  announce('c')
+else
+  -- Every idle thread just tried to claim for itself and could not: only
+  -- other waiters need to hear of the job.
+  announce('w')
+end
 return {}
+"""
+
+# ARGV[4] worker, [5] queues (JSON, '' for all), [6] queue limits (JSON),
+# [7] lease seconds, [8] lease expiry, [9] inbox, [10] when the
+# registration expires. Claims a job at once if one is ready; else
+# registers the inbox as idle.
+_WAIT = r"""
+local claimed = claim_jobs(ARGV[4], ARGV[5], cjson.decode(ARGV[6]), 1, ARGV[8])
+if #claimed > 0 then
+  publish('c')
+  return claimed[1]
+end
+redis.call('ZADD', P .. 'idle', NOW_TEXT, ARGV[9])
+redis.call('HSET', P .. 'idle-info', ARGV[9], cjson.encode({worker = ARGV[4],
+  queues = ARGV[5], lease = ARGV[7], expires = ARGV[10]}))
+return {}
+"""
+
+# ARGV[4] inbox. A wait that timed out: unregister, and take what was
+# pushed in the meantime, if anything.
+_UNWAIT = r"""
+unregister(ARGV[4])
+return redis.call('LPOP', P .. 'inbox:' .. ARGV[4])
+"""
+
+# ARGV[4...] inboxes of this process: wake those still registered.
+_WAKE = r"""
+for i = 4, #ARGV do
+  if redis.call('ZSCORE', P .. 'idle', ARGV[i]) then
+    push_to_inbox(ARGV[i], '')
+  end
+end
+return 0
 """
 
 # ARGV[4] worker, [5] outcomes (JSON), [6] queues (JSON, '' for all),
@@ -179,88 +367,9 @@ for _, o in ipairs(cjson.decode(ARGV[5])) do
   end
 end
 
-local function running_now(hash, name, extra)
-  local stored = tonumber(redis.call('HGET', P .. hash, name)) or 0
-  return stored + (extra[name] or 0)
-end
-
 local claimed = {}
 if limit >= 0 then
-  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW_TEXT)
-  for _, id in ipairs(due) do
-    local h = redis.call('HMGET', job_key(id), 'status', 'queue', 'priority',
-      'run_at')
-    redis.call('ZREM', P .. 'delayed', id)
-    if h[1] == 'scheduled' then
-      set_status(id, h[2], 'scheduled', 'queued')
-    end
-    if h[1] == 'scheduled' or h[1] == 'queued' then
-      place_waiting(id, 'queued', h[2], h[3], h[4])
-    end
-  end
-
-  local chosen, by_queue, by_key = {}, {}, {}
-  local function full(queue)
-    local cap = limits[queue]
-    return cap ~= nil and running_now('running-by-queue', queue, by_queue) >= cap
-  end
-  local function admit(queue, key, key_limit)
-    if full(queue) then
-      return false
-    end
-    if key and running_now('running-by-key', key, by_key)
-        >= (tonumber(key_limit) or 1) then
-      return false
-    end
-    by_queue[queue] = (by_queue[queue] or 0) + 1
-    if key then
-      by_key[key] = (by_key[key] or 0) + 1
-    end
-    return true
-  end
-
-  local lanes = {false}
-  if ARGV[6] ~= '' then
-    lanes = cjson.decode(ARGV[6])
-  end
-  for _, queue in ipairs(lanes) do
-    local lane = P .. 'ready'
-    if queue then
-      lane = P .. 'ready:' .. queue
-    end
-    local start = 0
-    while #chosen < limit and not (queue and full(queue)) do
-      local members = redis.call('ZRANGE', lane, start, start + 99)
-      if #members == 0 then
-        break
-      end
-      for _, member in ipairs(members) do
-        local id = string.sub(member, string.find(member, ':', 1, true) + 1)
-        local h = redis.call('HMGET', job_key(id), 'queue', 'concurrency_key',
-          'concurrency_limit')
-        if admit(h[1], h[2], h[3]) then
-          chosen[#chosen + 1] = id
-          if #chosen == limit then
-            break
-          end
-        end
-      end
-      start = start + 100
-    end
-  end
-
-  for _, id in ipairs(chosen) do
-    local key = job_key(id)
-    local h = redis.call('HMGET', key, 'queue', 'run_at', 'concurrency_key')
-    drop_waiting(id, h[1], h[2])
-    set_status(id, h[1], 'queued', 'running')
-    redis.call('HSET', key, 'worker', worker, 'started_at', NOW_TEXT,
-      'lease_expires_at', ARGV[9])
-    redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('ZADD', P .. 'running', ARGV[9], id)
-    count_running(h[1], h[3], 1)
-    claimed[#claimed + 1] = redis.call('HGETALL', key)
-  end
+  claimed = claim_jobs(worker, ARGV[6], limits, limit, ARGV[9])
 end
 
 if wake then
@@ -510,6 +619,9 @@ return found
 
 SCRIPTS = {
     "enqueue": _ENQUEUE,
+    "wait": _WAIT,
+    "unwait": _UNWAIT,
+    "wake": _WAKE,
     "finish_and_claim": _FINISH_AND_CLAIM,
     "heartbeat": _HEARTBEAT,
     "release": _RELEASE,

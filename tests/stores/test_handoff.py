@@ -1,0 +1,181 @@
+"""Idle worker threads and the jobs handed to them while they wait.
+
+Every store must wake a waiting thread for a job enqueued meanwhile; the
+Redis store goes further and hands the job over already claimed, which the
+tests of the second part check across two store objects, as two processes
+would have.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from flask_offload.records import RUNNING, SUCCEEDED, JobRecord, Outcome
+from flask_offload.stores import Store
+from tests.conftest import FakeClock
+from tests.stores.conftest import delete_redis_keys, fresh_redis_store
+from tests.stores.test_conformance import LEASE, make_job
+
+#: Long enough that a waiter still blocked at the end was never woken.
+WAIT = 5.0
+
+
+class Waiter:
+    """One thread blocked in ``wait_for_job``, as an idle worker thread."""
+
+    def __init__(
+        self, store: Store, worker: str, queues: list[str] | None = None
+    ) -> None:
+        self.returned: list[JobRecord | None] = []
+        self.took = 0.0
+
+        def wait() -> None:
+            started = time.monotonic()
+            self.returned.append(store.wait_for_job(worker, queues, LEASE, WAIT))
+            self.took = time.monotonic() - started
+
+        self.thread = threading.Thread(target=wait, daemon=True)
+        self.thread.start()
+        # Give the thread time to register before the test acts.
+        time.sleep(0.2)
+
+    def result(self) -> JobRecord | None:
+        self.thread.join(WAIT + 2)
+        assert not self.thread.is_alive()
+
+        return self.returned[0]
+
+
+def test_a_job_enqueued_while_a_thread_waits_wakes_it(store: Store) -> None:
+    waiter = Waiter(store, "w1")
+
+    job = make_job(store)
+    handed = waiter.result()
+
+    assert waiter.took < WAIT / 2
+    if handed is None:
+        # A store that only wakes the thread: its claim finds the job.
+        claimed = store.claim("w1", None, 1, LEASE)
+        assert [record.id for record in claimed] == [job.id]
+    else:
+        assert handed.id == job.id
+    stored = store.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.worker, stored.attempts) == (RUNNING, "w1", 1)
+
+
+def test_wake_waiters_ends_a_wait_at_once(store: Store) -> None:
+    waiter = Waiter(store, "w1")
+
+    store.wake_waiters()
+
+    assert waiter.result() is None
+    assert waiter.took < WAIT / 2
+
+
+@pytest.fixture
+def two_redis_stores(clock: FakeClock) -> Iterator[tuple[Store, Store]]:
+    """Two Redis store objects on the same keys: a worker's and a web
+    process's."""
+    from flask_offload.stores.redis import RedisStore
+
+    worker = fresh_redis_store(clock)
+    assert isinstance(worker, RedisStore)
+    web = RedisStore(worker.url, clock=clock, prefix=worker.prefix)
+    worker.open()
+    web.open()
+    yield worker, web
+    web.close()
+    worker.close()
+    delete_redis_keys(worker)
+
+
+def test_redis_hands_a_job_to_a_thread_of_another_process_claimed(
+    two_redis_stores: tuple[Store, Store],
+) -> None:
+    worker, web = two_redis_stores
+    waiter = Waiter(worker, "w1")
+
+    job = make_job(web)
+    handed = waiter.result()
+
+    assert handed is not None
+    assert (handed.id, handed.status, handed.worker) == (job.id, RUNNING, "w1")
+    assert handed.attempts == 1
+    assert handed.lease_expires_at == pytest.approx(worker.clock() + LEASE)
+    assert worker.counts()["default"][RUNNING] == 1
+
+
+def test_redis_hands_no_job_of_a_queue_the_thread_does_not_serve(
+    two_redis_stores: tuple[Store, Store],
+) -> None:
+    worker, web = two_redis_stores
+    waiter = Waiter(worker, "w1", queues=["mail"])
+
+    job = make_job(web, queue="reports")
+    mail = make_job(web, queue="mail")
+    handed = waiter.result()
+
+    assert handed is not None and handed.id == mail.id
+    stored = worker.get(job.id)
+    assert stored is not None and stored.status == "queued"
+
+
+def test_redis_hands_no_job_whose_key_is_busy_and_wakes_when_it_frees(
+    two_redis_stores: tuple[Store, Store],
+) -> None:
+    worker, web = two_redis_stores
+    first = make_job(web, key="account-7")
+    [running] = web.claim("w2", None, 1, LEASE)
+    assert running.id == first.id
+    waiter = Waiter(worker, "w1")
+
+    second = make_job(web, key="account-7")
+    time.sleep(0.3)
+    assert waiter.thread.is_alive(), "a job whose key is busy was handed over"
+    web.finish("w2", [Outcome(first.id, first.attempts + 1, SUCCEEDED, web.clock())])
+    handed = waiter.result()
+
+    assert handed is None
+    assert waiter.took < WAIT / 2
+    assert [job.id for job in worker.claim("w1", None, 1, LEASE)] == [second.id]
+
+
+def test_redis_hands_nothing_to_a_registration_that_expired(
+    two_redis_stores: tuple[Store, Store], clock: FakeClock
+) -> None:
+    from flask_offload.stores.redis import RedisStore
+
+    worker, web = two_redis_stores
+    assert isinstance(worker, RedisStore)
+    # A thread that registered and then died with its process.
+    now = clock()
+    worker._run(
+        "wait", now, "dead", "", "{}", "30.0", repr(now + 30), "dead:1", repr(now + 2)
+    )
+    clock.advance(5)
+
+    job = make_job(web)
+
+    stored = web.get(job.id)
+    assert stored is not None and stored.status == "queued"
+    [claimed] = web.claim("w1", None, 1, LEASE)
+    assert claimed.id == job.id
+
+
+def test_redis_wake_waiters_leaves_no_registration_behind(
+    two_redis_stores: tuple[Store, Store],
+) -> None:
+    worker, web = two_redis_stores
+    waiter = Waiter(worker, "w1")
+
+    worker.wake_waiters()
+    assert waiter.result() is None
+    job = make_job(web)
+
+    stored = web.get(job.id)
+    assert stored is not None and stored.status == "queued"
