@@ -1,8 +1,13 @@
-"""The cost of a claim as the table fills with finished jobs: one-job claims
-timed with 1,000 and with 1,000,000 finished jobs in the table, on SQLite and
-PostgreSQL. The partial indexes should keep the two within a small factor.
+"""The cost of a claim as the store fills with finished jobs: one-job claims
+timed with 1,000 and with 1,000,000 finished jobs kept, on SQLite,
+PostgreSQL and Redis, and, beside them, Procrastinate's own claim (its
+``procrastinate_fetch_job_v2`` function) on the same PostgreSQL. The
+partial indexes should keep the two within a small factor.
 
 Run: .venv/bin/python -m bench.claim_cost [--big N]
+It empties and uses the benchmark's own databases (see
+:mod:`bench.peers.systems`). Procrastinate is measured when it is
+installed: the ``peers`` extra.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import statistics
 import tempfile
 import time
 
+import redis
 from sqlalchemy import text
 
 from flask_offload.records import JobRecord, new_job_id
 from flask_offload.stores import SQLStore
+from flask_offload.stores.redis import RedisStore
 
 CLAIMS = 500
 
@@ -41,7 +48,7 @@ def fill_finished(store: SQLStore, count: int) -> None:
         )
 
 
-def claim_cost(store: SQLStore) -> float:
+def claim_cost(store: SQLStore | RedisStore) -> float:
     """Median seconds for a one-job claim, with ``CLAIMS`` jobs queued."""
     now = time.time()
     for _ in range(CLAIMS):
@@ -63,6 +70,72 @@ def claim_cost(store: SQLStore) -> float:
     return statistics.median(timings)
 
 
+def fill_finished_redis(store: RedisStore, count: int) -> None:
+    """Write ``count`` succeeded jobs the way the store keeps them, by a
+    script in the server, a slice at a time."""
+    client = redis.Redis.from_url(store.url)
+    fill = client.register_script(FILL_REDIS)
+    for first in range(0, count, 100_000):
+        fill(args=[store.prefix, first, min(count, first + 100_000)])
+    client.close()
+
+
+FILL_REDIS = """
+local P = ARGV[1]
+for i = tonumber(ARGV[2]) + 1, tonumber(ARGV[3]) do
+  local id = string.format('f%09d', i)
+  redis.call('HSET', P .. 'job:' .. id, 'id', id, 'task', 'bench.done',
+    'queue', 'default', 'priority', 0, 'status', 'succeeded',
+    'arguments', '{"args":[],"kwargs":{}}', 'enqueued_at', i, 'run_at', i,
+    'started_at', i, 'finished_at', i, 'attempts', 1, 'recoveries', 0,
+    'cancel_requested', 0, 'result', 'null')
+  redis.call('ZADD', P .. 'jobs', 0, id)
+  redis.call('ZADD', P .. 'status:succeeded', 0, id)
+  redis.call('ZADD', P .. 'queue:default', 0, id)
+  redis.call('ZADD', P .. 'task:bench.done', 0, id)
+  redis.call('ZADD', P .. 'finished', i, id)
+end
+redis.call('HINCRBY', P .. 'counts', 'succeeded:default',
+  tonumber(ARGV[3]) - tonumber(ARGV[2]))
+return 0
+"""
+
+
+def procrastinate_claim_cost(url: str, finished: int) -> float:
+    """Median seconds for one call of Procrastinate's claim function, with
+    ``finished`` succeeded jobs and ``CLAIMS`` waiting ones in its table."""
+    import psycopg
+    from procrastinate import App, PsycopgConnector
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    app = App(connector=PsycopgConnector(conninfo=dsn))
+    with app.open():
+        app.schema_manager.apply_schema()
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+            "SELECT 'default', 'bench.done', '{}', 'succeeded' "
+            f"FROM generate_series(1, {finished})"
+        )
+        connection.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            f"SELECT 'default', 'bench.work', '{{}}' FROM generate_series(1, {CLAIMS})"
+        )
+        connection.execute("ANALYZE procrastinate_jobs")
+        row = connection.execute("SELECT procrastinate_register_worker_v1()").fetchone()
+        assert row is not None
+        worker_id = row[0]
+        timings = []
+        for _ in range(CLAIMS):
+            started = time.perf_counter()
+            connection.execute(
+                "SELECT id FROM procrastinate_fetch_job_v2(NULL, %s)", (worker_id,)
+            ).fetchone()
+            timings.append(time.perf_counter() - started)
+
+    return statistics.median(timings)
+
+
 def measure(url: str, finished: int) -> float:
     store = SQLStore(url)
     store.open()
@@ -73,27 +146,54 @@ def measure(url: str, finished: int) -> float:
         store.close()
 
 
+def measure_redis(url: str, finished: int) -> float:
+    redis.Redis.from_url(url).flushdb()
+    store = RedisStore(url)
+    store.open()
+    try:
+        fill_finished_redis(store, finished)
+        return claim_cost(store)
+    finally:
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.claim_cost")
     parser.add_argument("--big", type=int, default=1_000_000)
     arguments = parser.parse_args()
 
-    from tests.stores.conftest import fresh_postgres_database
+    from .peers.systems import REDIS_URL, offload_url, reset
+
+    systems = ["sqlite", "postgres", "redis"]
+    try:
+        import procrastinate  # noqa: F401
+    except ImportError:
+        print("Procrastinate is not installed (pip install -e '.[peers]'); skipped.")
+    else:
+        systems.append("procrastinate")
 
     print(
-        f"{'store':10} {'1,000 finished':>16} {f'{arguments.big:,} finished':>18} ratio"
+        f"{'store':14} {'1,000 finished':>16} {f'{arguments.big:,} finished':>18} ratio"
     )
-    for label in ("sqlite", "postgres"):
+    for label in systems:
         costs = []
         for finished in (1_000, arguments.big):
             if label == "sqlite":
                 url = f"sqlite:///{tempfile.mkdtemp()}/claims.sqlite3"
+                costs.append(measure(url, finished))
+            elif label == "redis":
+                costs.append(measure_redis(REDIS_URL, finished))
             else:
-                url = fresh_postgres_database()
-            costs.append(measure(url, finished))
+                reset("postgres")
+                url = offload_url("postgres")
+                if label == "postgres":
+                    costs.append(measure(url, finished))
+                else:
+                    costs.append(procrastinate_claim_cost(url, finished))
         print(
-            f"{label:10} {costs[0] * 1000:>13.3f} ms {costs[1] * 1000:>15.3f} ms "
-            f"{costs[1] / costs[0]:>5.2f}"
+            f"{label:14} {costs[0] * 1000:>13.3f} ms {costs[1] * 1000:>15.3f} ms "
+            f"{costs[1] / costs[0]:>5.2f}",
+            flush=True,
         )
 
 

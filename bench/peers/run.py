@@ -167,16 +167,31 @@ def measure(
 
 def print_table(results: list[dict[str, Any]]) -> None:
     print(
-        f"{'system':28} {'version':>9} {'enqueue/s':>10} {'drain 1/s':>10} "
-        f"{'drain 4/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+        f"{'system':20} {'engine':9} {'version':>9} {'enqueue/s':>10} "
+        f"{'drain 1/s':>10} {'drain 4/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     )
     for row in results:
         print(
-            f"{row['label']:28} {row['version']:>9} {row['enqueue_per_s']:>10,.0f} "
+            f"{row['label']:20} {row['engine']:9} {row['version']:>9} "
+            f"{row['enqueue_per_s']:>10,.0f} "
             f"{row['drain_1_per_s']:>10,.0f} {row['drain_4_per_s']:>10,.0f} "
             f"{row['latency_p50_ms']:>8.2f} {row['latency_p95_ms']:>8.2f} "
             f"{row['latency_p99_ms']:>8.2f}"
         )
+
+
+def server_versions() -> dict[str, str]:
+    import psycopg
+    import redis
+
+    from .systems import POSTGRES_DSN, REDIS_URL
+
+    with psycopg.connect(POSTGRES_DSN) as connection:
+        row = connection.execute("SHOW server_version").fetchone()
+    postgres = str(row[0]) if row else "unknown"
+    info = redis.Redis.from_url(REDIS_URL).info("server")
+
+    return {"postgresql": postgres, "redis": str(info["redis_version"])}
 
 
 def main() -> None:
@@ -211,6 +226,7 @@ def main() -> None:
         json.dumps(
             {
                 "machine": describe_machine(),
+                "servers": server_versions(),
                 "python": platform.python_version(),
                 "jobs": arguments.jobs,
                 "latency_jobs": arguments.latency_jobs,

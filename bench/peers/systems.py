@@ -105,7 +105,7 @@ def offload_peer(engine: str) -> Peer:
 
     return Peer(
         key=f"offload-{engine}",
-        label=f"Flask-Offload ({engine})",
+        label="Flask-Offload",
         engine=engine,
         package="flask-offload",
         client=client,
