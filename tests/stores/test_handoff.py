@@ -167,6 +167,28 @@ def test_redis_hands_nothing_to_a_registration_that_expired(
     assert claimed.id == job.id
 
 
+def test_redis_wakes_a_thread_whose_clock_is_behind_instead_of_skipping_it(
+    two_redis_stores: tuple[Store, Store], clock: FakeClock
+) -> None:
+    from flask_offload.stores.redis import RedisStore
+
+    worker, _ = two_redis_stores
+    assert isinstance(worker, RedisStore)
+    # The web process's clock runs ten seconds ahead of the worker's, so
+    # the worker's registration looks expired to it.
+    ahead = FakeClock(clock() + 10)
+    web = RedisStore(worker.url, clock=ahead, prefix=worker.prefix)
+    waiter = Waiter(worker, "w1")
+
+    job = make_job(web)
+    web.close()
+
+    assert waiter.result() is None
+    assert waiter.took < WAIT / 2
+    [claimed] = worker.claim("w1", None, 1, LEASE)
+    assert claimed.id == job.id
+
+
 def test_redis_wake_waiters_leaves_no_registration_behind(
     two_redis_stores: tuple[Store, Store],
 ) -> None:

@@ -203,7 +203,9 @@ local function hand_to_idle(limits)
     local info = redis.call('HGET', P .. 'idle-info', inbox)
     local waiter = info and cjson.decode(info)
     if not waiter or tonumber(waiter.expires) < NOW then
-      unregister(inbox)
+      -- Its process died, or its clock is behind ours: either way, a
+      -- wake-up, not a job. A living thread then claims for itself.
+      push_to_inbox(inbox, '')
     else
       local claimed = claim_jobs(waiter.worker, waiter.queues, limits, 1,
         string.format('%.17g', NOW + tonumber(waiter.lease)))
