@@ -133,9 +133,11 @@ local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
     if queue then
       lane = P .. 'ready:' .. queue
     end
-    local start = 0
+    -- Most claims admit the first jobs they read, so the first page is
+    -- only as long as the claim; later pages skip past blocked jobs.
+    local start, page = 0, limit - #chosen
     while #chosen < limit and not (queue and full(queue)) do
-      local members = redis.call('ZRANGE', lane, start, start + 99)
+      local members = redis.call('ZRANGE', lane, start, start + page - 1)
       if #members == 0 then
         break
       end
@@ -150,7 +152,8 @@ local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
           end
         end
       end
-      start = start + 100
+      start = start + page
+      page = 100
     end
   end
 
