@@ -272,11 +272,69 @@ end
 _ENQUEUE = r"""
 local limits = cjson.decode(ARGV[4])
 local job, fields = read_job(5)
+
+-- The longest idle thread that serves ``queue``, if any; registrations
+-- that look expired get a wake-up on the way, as in hand_to_idle.
+local function idle_taker(queue)
+  for _, inbox in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
+    local info = redis.call('HGET', P .. 'idle-info', inbox)
+    local waiter = info and cjson.decode(info)
+    if not waiter or tonumber(waiter.expires) < NOW then
+      push_to_inbox(inbox, '')
+    else
+      local serves = waiter.queues == ''
+      if not serves then
+        for _, name in ipairs(cjson.decode(waiter.queues)) do
+          serves = serves or name == queue
+        end
+      end
+      if serves then
+        return inbox, waiter
+      end
+    end
+  end
+  return nil, nil
+end
+
+-- The common case, kept cheap: nothing else is ready and the job has no
+-- limit to check, so a claim would take this very job. Store it already
+-- running for an idle thread instead of queued and then claimed.
+local function hand_straight()
+  if job.status ~= 'queued' or tonumber(job.run_at) > NOW
+      or job.concurrency_key or limits[job.queue] ~= nil
+      or redis.call('ZCARD', P .. 'ready') > 0
+      or #redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW_TEXT,
+        'LIMIT', 0, 1) > 0 then
+    return false
+  end
+  local inbox, waiter = idle_taker(job.queue)
+  if not inbox then
+    return false
+  end
+  job.status = 'running'
+  job.worker = waiter.worker
+  job.started_at = NOW_TEXT
+  job.lease_expires_at = string.format('%.17g', NOW + tonumber(waiter.lease))
+  job.attempts = tostring((tonumber(job.attempts) or 0) + 1)
+  local running = {}
+  for name, value in pairs(job) do
+    running[#running + 1] = name
+    running[#running + 1] = value
+  end
+  store_job(job, running)
+  push_to_inbox(inbox, cjson.encode(running))
+  return true
+end
+
 if job.unique_key and not FINISHED[job.status] then
   local existing = redis.call('HGET', P .. 'unique', job.unique_key)
   if existing then
     return redis.call('HGETALL', job_key(existing))
   end
+end
+if hand_straight() then
+  announce('c')
+  return {}
 end
 store_job(job, fields)
 if job.status == 'queued' and tonumber(job.run_at) <= NOW
