@@ -28,14 +28,28 @@ class Waiter:
     """One thread blocked in ``wait_for_job``, as an idle worker thread."""
 
     def __init__(
-        self, store: Store, worker: str, queues: list[str] | None = None
+        self,
+        store: Store,
+        worker: str,
+        queues: list[str] | None = None,
+        *,
+        until_handed: bool = False,
+        wait_for: float = WAIT,
     ) -> None:
+        """``until_handed`` waits again after a wake-up without a job, as a
+        worker thread does (after a claim of its own), until ``WAIT``."""
         self.returned: list[JobRecord | None] = []
         self.took = 0.0
 
         def wait() -> None:
             started = time.monotonic()
-            self.returned.append(store.wait_for_job(worker, queues, LEASE, WAIT))
+            record = store.wait_for_job(worker, queues, LEASE, wait_for)
+            while record is None and until_handed:
+                remaining = wait_for - (time.monotonic() - started)
+                if remaining <= 0:
+                    break
+                record = store.wait_for_job(worker, queues, LEASE, remaining)
+            self.returned.append(record)
             self.took = time.monotonic() - started
 
         self.thread = threading.Thread(target=wait, daemon=True)
@@ -201,3 +215,81 @@ def test_redis_wake_waiters_leaves_no_registration_behind(
 
     stored = web.get(job.id)
     assert stored is not None and stored.status == "queued"
+
+
+@pytest.fixture
+def two_postgres_stores(clock: FakeClock) -> Iterator[tuple[Store, Store]]:
+    """Two SQL stores on one PostgreSQL database: a worker's and a web
+    process's."""
+    from flask_offload.stores import SQLStore
+    from tests.stores.conftest import fresh_postgres_database
+
+    url = fresh_postgres_database()
+    worker = SQLStore(url, clock=clock)
+    web = SQLStore(url, clock=clock)
+    worker.open()
+    web.open()
+    yield worker, web
+    web.close()
+    worker.close()
+
+
+def test_postgres_hands_a_job_to_a_thread_of_another_process_claimed(
+    two_postgres_stores: tuple[Store, Store],
+) -> None:
+    worker, web = two_postgres_stores
+    waiter = Waiter(worker, "w1", until_handed=True)
+
+    job = make_job(web)
+    handed = waiter.result()
+
+    assert handed is not None
+    assert (handed.id, handed.status, handed.worker) == (job.id, RUNNING, "w1")
+    assert handed.attempts == 1
+    assert handed.lease_expires_at == pytest.approx(worker.clock() + LEASE)
+
+
+def test_postgres_offers_no_job_with_a_concurrency_key(
+    two_postgres_stores: tuple[Store, Store],
+) -> None:
+    worker, web = two_postgres_stores
+    waiter = Waiter(worker, "w1")
+
+    job = make_job(web, key="account-7")
+
+    assert waiter.result() is None
+    assert waiter.took < WAIT / 2
+    stored = web.get(job.id)
+    assert stored is not None and stored.status == "queued"
+    assert [record.id for record in worker.claim("w1", None, 1, LEASE)] == [job.id]
+
+
+def test_postgres_one_of_two_waiting_processes_takes_the_offered_job(
+    two_postgres_stores: tuple[Store, Store], clock: FakeClock
+) -> None:
+    from flask_offload.stores import SQLStore
+
+    worker, web = two_postgres_stores
+    assert isinstance(worker, SQLStore)
+    other = SQLStore(worker.engine.url.render_as_string(False), clock=clock)
+    other.open()
+    try:
+        waiters = [
+            Waiter(worker, "w1", until_handed=True, wait_for=1.5),
+            Waiter(other, "w2", until_handed=True, wait_for=1.5),
+        ]
+
+        job = make_job(web)
+        results = [waiter.result() for waiter in waiters]
+    finally:
+        other.close()
+
+    taken = [record for record in results if record is not None]
+    assert [record.id for record in taken] == [job.id]
+    stored = web.get(job.id)
+    assert stored is not None
+    assert (stored.status, stored.worker, stored.attempts) == (
+        RUNNING,
+        taken[0].worker,
+        1,
+    )

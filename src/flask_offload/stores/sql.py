@@ -18,6 +18,7 @@ import functools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import (
     Callable,
     Hashable,
@@ -69,6 +70,7 @@ from .sql_statements import (
     _PROMOTE_DUE,
     _RUNNING,
     _SAME_UNIQUE_KEY,
+    _TAKE_OFFERED,
     _as_record,
     _as_row,
     _held_statement,
@@ -137,6 +139,10 @@ class SQLStore(Store):
         self._statements: dict[Hashable, _Prepared] = {}
         self._listener: threading.Thread | None = None
         self._listener_stop = threading.Event()
+        # Jobs other processes just enqueued that an idle thread here may
+        # claim by id (PostgreSQL): (job id, queue), newest last.
+        self._offers: deque[tuple[str, str]] = deque(maxlen=OFFERS_KEPT)
+        self._offers_lock = threading.Lock()
         self._write_lock: SQLiteWriteLock | object | None = _NOT_CHOSEN
 
     @property
@@ -222,7 +228,7 @@ class SQLStore(Store):
                     if existing is not None:
                         return existing
                 insert_job.execute(cursor, _as_row(job))
-                self._notify(cursor)
+                self._notify(cursor, offer=self._offer_of(job))
         except Exception as error:
             # Another process inserted the same unique key between our read
             # and our insert; the unique index refused ours, so take theirs.
@@ -267,13 +273,30 @@ class SQLStore(Store):
         if self.is_postgres:
             connection.exec_driver_sql(f"NOTIFY {channel or NOTIFY_CHANNEL}")
 
-    def _notify(self, cursor: Any, channel: str | None = None) -> None:
+    def _notify(self, cursor: Any, channel: str | None = None, offer: str = "") -> None:
         """Tell workers in other processes that a job may be ready (or, on
         the change channel, that a job changed): on PostgreSQL through
         NOTIFY, delivered when the transaction commits; SQLite's waiters
-        watch ``data_version`` instead."""
+        watch ``data_version`` instead. ``offer`` names a job an idle thread
+        may claim by its id (see :meth:`_offer_of`)."""
         if self.is_postgres:
-            cursor.execute(f"NOTIFY {channel or NOTIFY_CHANNEL}")
+            cursor.execute(
+                "SELECT pg_notify(%s, %s)", (channel or NOTIFY_CHANNEL, offer)
+            )
+
+    def _offer_of(self, job: JobRecord) -> str:
+        """``"{id} {queue}"`` for a job that a claim of that one row may
+        start (queued, due, no concurrency key, a queue with no limit), or
+        ``""``: then idle threads make a claim of their own."""
+        if (
+            job.status != QUEUED
+            or job.run_at > self.clock()
+            or job.concurrency_key is not None
+            or job.queue in self.queue_limits
+        ):
+            return ""
+
+        return f"{job.id} {job.queue}"
 
     def claim(
         self, worker: str, queues: Sequence[str] | None, limit: int, lease: float
@@ -574,6 +597,57 @@ class SQLStore(Store):
     def wait_for_work(self, timeout: float) -> None:
         self._wait(self._work, timeout, self._has_ready_work)
 
+    def wait_for_job(
+        self,
+        worker: str,
+        queues: Sequence[str] | None,
+        lease: float,
+        timeout: float,
+    ) -> JobRecord | None:
+        """On PostgreSQL, an enqueue's NOTIFY carries the new job's id when
+        a claim of that one row may start it; the waiting thread claims it
+        by id, one statement instead of a whole claim. Several processes
+        may try: one wins, the others go back to claiming as usual."""
+        if not self.is_postgres:
+            return super().wait_for_job(worker, queues, lease, timeout)
+
+        self._wait(self._work, timeout, self._has_ready_work)
+        job_id = self._take_offer(queues)
+        if job_id is None:
+            return None
+
+        now = self.clock()
+        take = self._prepared("take-offered", lambda: _TAKE_OFFERED)
+        with self._write_cursor(relaxed=True) as cursor:
+            row = take.execute(
+                cursor,
+                {
+                    "b_id": job_id,
+                    "b_now": now,
+                    "b_worker": worker,
+                    "b_lease_expires_at": now + lease,
+                },
+            ).fetchone()
+        if row is None:
+            return None
+        self._changes.ring()
+
+        return _as_record(row)
+
+    def _take_offer(self, queues: Sequence[str] | None) -> str | None:
+        """The newest offered job of one of ``queues``, removed from the
+        offers; older ones stay for other threads."""
+        with self._offers_lock:
+            for index in range(len(self._offers) - 1, -1, -1):
+                job_id, queue = self._offers[index]
+                if (queues is None or queue in queues) and (
+                    queue not in self.queue_limits
+                ):
+                    del self._offers[index]
+                    return job_id
+
+        return None
+
     def wait_for_change(self, timeout: float) -> None:
         self._wait(self._changes, timeout, lambda: True)
 
@@ -642,6 +716,10 @@ class SQLStore(Store):
                     while not self._listener_stop.is_set():
                         for notice in connection.notifies(timeout=LISTEN_SLICE):
                             if notice.channel == NOTIFY_CHANNEL:
+                                if notice.payload:
+                                    job_id, _, queue = notice.payload.partition(" ")
+                                    with self._offers_lock:
+                                        self._offers.append((job_id, queue))
                                 self._work.ring()
                             self._changes.ring()
             except psycopg.Error:
@@ -881,6 +959,8 @@ MAX_PREPARED = 256
 CLAIM_LOCK_KEY = 0x0FF10AD1
 MIGRATION_LOCK_KEY = 0x0FF10AD2
 NOTIFY_CHANNEL = "flask_offload_work"
+#: Offered jobs kept for idle threads; older ones were long claimed.
+OFFERS_KEPT = 32
 #: How often the listening thread looks up from waiting for a NOTIFY, to
 #: notice that its store closed.
 LISTEN_SLICE = 0.25

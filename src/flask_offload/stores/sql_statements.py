@@ -129,6 +129,28 @@ def _start_statement(count: int) -> ClauseElement:
     )
 
 
+#: Claims one offered job by its id (PostgreSQL's hand-over; see
+#: :meth:`SQLStore.wait_for_job`): only while it is still queued and due and
+#: has no concurrency key, so no limit needs counting.
+_TAKE_OFFERED = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("b_id"),
+        _IS_QUEUED,
+        jobs.c.run_at <= bindparam("b_now"),
+        jobs.c.concurrency_key.is_(None),
+    )
+    .values(
+        status=RUNNING,
+        worker=bindparam("b_worker"),
+        attempts=jobs.c.attempts + 1,
+        started_at=bindparam("b_now"),
+        lease_expires_at=bindparam("b_lease_expires_at"),
+    )
+    .returning(*_COLUMNS)
+)
+
+
 def _binds(prefix: str, count: int) -> list[BindParameter[Any]]:
     return [bindparam(f"{prefix}_{i}") for i in range(count)]
 
