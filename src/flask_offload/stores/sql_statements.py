@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     bindparam,
     func,
+    insert,
     literal_column,
     or_,
     select,
@@ -128,6 +129,13 @@ def _start_statement(count: int) -> ClauseElement:
         .returning(*_COLUMNS)
     )
 
+
+#: PostgreSQL's enqueue of a job with no unique key: the insert and its
+#: NOTIFY in one statement, so that, run outside a transaction block, it is
+#: one round trip that commits (and waits for the disk) on its own.
+_INSERT_AND_NOTIFY = select(
+    func.pg_notify(bindparam("b_channel"), bindparam("b_offer"))
+).select_from(insert(jobs).returning(jobs.c.id).cte("inserted"))
 
 #: Claims one offered job by its id (PostgreSQL's hand-over; see
 #: :meth:`SQLStore.wait_for_job`): only while it is still queued and due and
