@@ -21,7 +21,7 @@ from flask import Flask
 from flask_offload import JobError, Offload, Progress
 from flask_offload.cli import offload_group
 from flask_offload.records import Outcome
-from flask_offload.stores import SQLStore
+from flask_offload.stores import ListFilter, SQLStore
 from tests.conftest import FakeClock
 from tests.processes import (
     BackgroundCommand,
@@ -379,7 +379,13 @@ def test_with_processes_a_job_blocked_past_its_timeout_is_killed_and_others_run(
 
     store = SQLStore(f"sqlite:///{tmp_path / 'offload.sqlite3'}")
     record = store.get(stuck_id)
+    recorded = store.list_jobs(ListFilter(task="record"))
     store.close()
+    # What a job logged in its child process comes back with its outcome.
+    child_pids = {e[2] for e in read_events(tmp_path) if e[0] == "done"}
+    logged_pids = [(job.log or "").rpartition(" in ")[2] for job in recorded]
+    assert len(logged_pids) == 3 and set(logged_pids) == child_pids
+    assert all((job.log or "").startswith("[attempt 1] ") for job in recorded)
     assert record is not None and record.error is not None
     assert record.status == "failed"
     error = JobError.from_json(record.error)
@@ -501,6 +507,30 @@ def test_show_prints_arguments_result_errors_and_worker_of_one_job(
         }
     ]
     assert details["status"] == "failed" and details["finished_at"] is not None
+
+
+def test_show_prints_what_the_job_logged_after_its_errors(
+    app_and_offload: tuple[Flask, Offload], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, offload = app_and_offload
+    caplog.set_level(logging.INFO, logger="tests.cli.tasks")
+
+    @offload.task(name="tests.logs")
+    def logs() -> None:
+        logging.getLogger("tests.cli.tasks").info("step %d of %d", 1, 2)
+
+    job = logs.enqueue()
+    offload.drain(app)
+
+    code, output = invoke(app, "show", job.id)
+    _, as_json = invoke(app, "show", job.id, "--json")
+
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[-2] == "Log:"
+    assert lines[-1].startswith("[attempt 1] ")
+    assert lines[-1].endswith(" INFO tests.cli.tasks: step 1 of 2")
+    assert json.loads(as_json)["log"] == lines[-1]
 
 
 @pytest.mark.parametrize("command", ["show", "cancel", "retry"])

@@ -3,6 +3,7 @@ actions, on real SQLite stores."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -300,6 +301,33 @@ def test_html_in_arguments_results_and_errors_is_shown_escaped(
     for page in pages:
         assert script not in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_the_job_page_shows_what_the_task_logged_escaped(
+    open_app: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, offload, client = open_app()
+    caplog.set_level(logging.INFO, logger="tests.dashboard.tasks")
+
+    @offload.task(name="tests.chatty")
+    def chatty(text: str) -> None:
+        logging.getLogger("tests.dashboard.tasks").warning("got %s", text)
+
+    job = chatty.enqueue("<script>alert(1)</script>")
+    quiet = offload.task(name="tests.quiet")(lambda: None).enqueue()
+    offload.drain()
+
+    page = client.get(f"/offload/jobs/{job.id}").get_data(as_text=True)
+    quiet_page = client.get(f"/offload/jobs/{quiet.id}").get_data(as_text=True)
+
+    shown = re.search(r'<pre class="log" id="job-log">([^<]*)</pre>', page)
+    assert shown is not None, page
+    assert shown.group(1).startswith("[attempt 1] ")
+    assert shown.group(1).endswith(
+        "WARNING tests.dashboard.tasks: got &lt;script&gt;alert(1)&lt;/script&gt;"
+    )
+    assert "<script>alert(1)" not in page
+    assert "Nothing logged." in quiet_page
 
 
 def test_the_job_page_shows_each_failures_type_message_and_traceback(

@@ -486,7 +486,10 @@ class Offload:
         and can be killed at a job's timeout."""
         state = self.state(app)
         name = default_worker_name()
-        runner = ProcessRunner(app_import_path, name) if job_processes else None
+        log_level = state.settings.job_log_level
+        runner = (
+            ProcessRunner(app_import_path, name, log_level) if job_processes else None
+        )
 
         return Worker(
             state.store,
@@ -501,6 +504,7 @@ class Offload:
             name=name,
             runner=runner,
             sender=app,
+            log_level=log_level,
         )
 
     def drain(self, app: Flask | None = None, *, max_jobs: int | None = None) -> int:

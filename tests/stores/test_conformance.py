@@ -620,6 +620,32 @@ def test_a_retry_outcome_schedules_the_next_attempt_and_keeps_the_errors(
     assert again.attempts == 2
 
 
+def test_the_log_of_each_outcome_is_kept_and_reaches_the_next_attempt(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    first = "[attempt 1] 10:00:00.000 INFO app: <b>trying</b> é\n[attempt 1] x"
+    retry = Outcome(
+        job.id, job.attempts, "scheduled", clock.now, retry_at=clock.now, log=first
+    )
+    store.finish("w1", [retry])
+    (again,) = store.claim("w1", None, 1, LEASE)
+    both = first + "\n[attempt 2] 10:00:01.000 INFO app: done"
+    store.finish("w1", [succeeded(again)])
+    plain = store.get(job.id)
+    make_job(store)
+    (other,) = store.claim("w1", None, 1, LEASE)
+    with_log = succeeded(other)
+    with_log.log = both
+    store.finish("w1", [with_log])
+
+    assert again.log == first
+    assert plain is not None and plain.log is None
+    stored = store.get(other.id)
+    assert stored is not None and stored.log == both
+
+
 def test_enqueueing_a_unique_key_again_returns_the_unfinished_job(
     store: Store,
 ) -> None:

@@ -105,7 +105,8 @@ def jobs_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def show_command(job_id: str, as_json: bool) -> None:
     """Show one job: its arguments, result, the error of each failed attempt
-    with its traceback, its timings, progress and worker."""
+    with its traceback, its timings, progress and worker, and what its task
+    logged."""
     job = _find_job(job_id)
 
     if as_json:
@@ -138,6 +139,11 @@ def show_command(job_id: str, as_json: bool) -> None:
         click.echo()
         click.echo(f"Error of attempt {number}: {error.type}: {error.message}")
         click.echo(error.traceback.rstrip("\n"))
+
+    if job.log:
+        click.echo()
+        click.echo("Log:")
+        click.echo(job.log)
 
 
 @offload_group.command("retry")

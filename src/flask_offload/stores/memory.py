@@ -121,6 +121,7 @@ class MemoryStore(Store):
                     job.attempt_errors = outcome.attempt_errors
                 job.result = outcome.result
                 job.error = outcome.error
+                job.log = outcome.log
                 if outcome.progress is not None:
                     job.progress = outcome.progress
                 job.worker = None

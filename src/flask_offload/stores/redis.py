@@ -509,7 +509,7 @@ def _outcome(outcome: Outcome) -> dict[str, str | int]:
         "status": outcome.status,
         "finished_at": _number(outcome.finished_at),
     }
-    for name in ("result", "error", "progress", "attempt_errors"):
+    for name in ("result", "error", "progress", "attempt_errors", "log"):
         value = getattr(outcome, name)
         if value is not None:
             sent[name] = value

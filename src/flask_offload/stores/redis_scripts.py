@@ -158,7 +158,7 @@ for _, o in ipairs(cjson.decode(ARGV[5])) do
     if o.attempt_errors then
       redis.call('HSET', key, 'attempt_errors', o.attempt_errors)
     end
-    for _, name in ipairs({'result', 'error'}) do
+    for _, name in ipairs({'result', 'error', 'log'}) do
       if o[name] then
         redis.call('HSET', key, name, o[name])
       else

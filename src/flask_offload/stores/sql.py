@@ -763,6 +763,7 @@ class SQLStore(Store):
                         "b_progress": by_id[job_id].progress,
                         "b_retry_at": by_id[job_id].retry_at,
                         "b_attempt_errors": by_id[job_id].attempt_errors,
+                        "b_log": by_id[job_id].log,
                     }
                     for job_id in applied
                 ],

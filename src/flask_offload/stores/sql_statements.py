@@ -54,6 +54,7 @@ _FINISH = (
         attempt_errors=func.coalesce(
             bindparam("b_attempt_errors"), jobs.c.attempt_errors
         ),
+        log=bindparam("b_log"),
         worker=None,
         lease_expires_at=None,
     )
