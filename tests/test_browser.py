@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +175,54 @@ def test_the_dashboard_counts_update_without_a_reload_and_cancel_works(
         browser.close()
 
     assert status == "cancelled"
+
+
+def test_the_throughput_chart_grows_without_a_reload_and_the_job_page_has_its_log(
+    debug_demo: str,
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS
+        )
+        demo_page = browser.new_page()
+        demo_page.goto(debug_demo)
+        dashboard = browser.new_page()
+        dashboard.goto(debug_demo + "offload/")
+        busiest = "#throughput-busiest"
+        assert dashboard.text_content(busiest) == "0"
+        assert dashboard.locator("#throughput rect").count() == 60
+
+        for _ in range(3):
+            demo_page.click("#enqueue")
+        deadline = time.monotonic() + 20
+        while succeeded_in_chart(dashboard) != 3:
+            assert time.monotonic() < deadline, "the chart never showed 3 jobs"
+            time.sleep(0.2)
+        heights = [
+            float(rect.get_attribute("height") or "0")
+            for rect in dashboard.locator("#throughput rect.bar-succeeded").all()
+        ]
+        shown_busiest = int(dashboard.text_content(busiest) or "0")
+        url_after = dashboard.url
+
+        dashboard.goto(debug_demo + "offload/jobs?status=succeeded")
+        dashboard.click("a[href*='/offload/jobs/']")
+        log = dashboard.text_content("#job-log") or ""
+        browser.close()
+
+    assert url_after == debug_demo + "offload/"
+    # The busiest minute's bar is the chart's full height; the jobs may have
+    # ended on either side of a minute's turn.
+    assert max(heights) == 56.0, heights
+    assert shown_busiest in (2, 3)
+    assert log.startswith("[attempt 1] ")
+    assert log.endswith(" INFO app: Working for 0.6 s in 10 steps")
+
+
+def succeeded_in_chart(page: Any) -> int:
+    """The jobs the chart's bars say succeeded, from their titles."""
+    titles = page.locator("#throughput title").all_text_contents()
+
+    return sum(int(title.split(": ")[1].split(" ")[0]) for title in titles)

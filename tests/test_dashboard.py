@@ -364,6 +364,41 @@ def test_the_stats_endpoint_has_counts_by_queue_and_status_and_totals(
     assert data["running"] == []
 
 
+def test_the_overview_and_stats_show_the_jobs_finished_in_each_recent_minute(
+    open_app: Opener,
+) -> None:
+    _, offload, client = open_app()
+    works = offload.task(name="tests.works")(lambda: None)
+    breaks = offload.task(name="tests.breaks")(lambda: fail("no"))
+    for _ in range(3):
+        works.enqueue()
+    breaks.enqueue()
+    offload.task(name="tests.never")(lambda: None).enqueue().cancel()
+    offload.drain()
+
+    data = client.get("/offload/stats.json").get_json()
+    page = client.get("/offload/").get_data(as_text=True)
+
+    minutes = data["throughput"]
+    assert len(minutes) == 30
+    assert [m["start"] - minutes[0]["start"] for m in minutes] == list(
+        range(0, 30 * 60, 60)
+    )
+    # The jobs ended a moment ago: in the last minute, or the one before it.
+    recent = minutes[-1] if minutes[-1]["succeeded"] else minutes[-2]
+    assert (recent["succeeded"], recent["failed"]) == (3, 1)
+    assert sum(m["succeeded"] + m["failed"] for m in minutes) == 4
+    # The busiest minute's bars fill the chart: 3 of 4 jobs succeeded.
+    assert page.count('<rect class="bar-succeeded"') == 30
+    assert re.search(
+        r'class="bar-succeeded" x="\d+" y="18.0"\s+width="8" height="42.0"', page
+    )
+    assert re.search(
+        r'class="bar-failed" x="\d+" y="4.0"\s+width="8" height="14.0"', page
+    )
+    assert "3 succeeded, 1 failed</title>" in page
+
+
 def test_searching_by_id_opens_the_job_or_says_it_is_missing(
     open_app: Opener,
 ) -> None:

@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 from flask import (
@@ -36,6 +37,7 @@ from flask import (
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .records import CANCELLED, FAILED, STATUSES, Status
+from .stores.base import Throughput
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
@@ -49,6 +51,11 @@ logger = logging.getLogger(__name__)
 BLUEPRINT_NAME = "offload_dashboard"
 PAGE_SIZE = 50
 RECENT_FAILURES = 10
+#: The overview's throughput chart: one bar a minute, this many minutes.
+THROUGHPUT_MINUTES = 30
+#: The chart's drawing area, in SVG units: a bar and its gap per minute.
+CHART_BAR = 10
+CHART_HEIGHT = 60
 TOKEN_SALT = "flask-offload-dashboard"
 #: A page left open for a day still works; older tokens are refused.
 TOKEN_MAX_AGE = 24 * 3600
@@ -133,6 +140,7 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
             totals=totals(counts),
             running=offload.jobs(status="running", limit=PAGE_SIZE),
             failures=failures,
+            chart=chart(offload.state().store.throughput(THROUGHPUT_MINUTES)),
             notice=notice(),
         )
 
@@ -140,11 +148,16 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
     def stats() -> Response:
         counts = offload.stats()
         running = offload.jobs(status="running", limit=PAGE_SIZE)
+        throughput = offload.state().store.throughput(THROUGHPUT_MINUTES)
 
         return jsonify(
             queues=counts,
             totals=totals(counts),
             running=[running_entry(job) for job in running],
+            throughput=[
+                {"start": b.start, "succeeded": b.succeeded, "failed": b.failed}
+                for b in throughput
+            ],
         )
 
     @blueprint.get("/jobs")
@@ -355,6 +368,46 @@ def totals(counts: dict[str, dict[Status, int]]) -> dict[Status, int]:
             summed[status] += count
 
     return summed
+
+
+def chart(buckets: list[Throughput]) -> dict[str, Any]:
+    """The throughput chart's bars: per minute, a succeeded bar with the
+    failed one stacked on it, scaled to the busiest minute. The overview's
+    script draws the same from ``stats.json``."""
+    busiest = max((b.succeeded + b.failed for b in buckets), default=0)
+    scale = (CHART_HEIGHT - 4) / max(busiest, 1)
+    bars = []
+    for number, bucket in enumerate(buckets):
+        succeeded = _bar_height(bucket.succeeded, scale)
+        failed = _bar_height(bucket.failed, scale)
+        minute = time.strftime("%H:%M", time.gmtime(bucket.start))
+        bars.append(
+            {
+                "x": number * CHART_BAR + 1,
+                "succeeded": succeeded,
+                "failed": failed,
+                "succeeded_y": CHART_HEIGHT - succeeded,
+                "failed_y": CHART_HEIGHT - succeeded - failed,
+                "label": f"{minute} UTC: {bucket.succeeded} succeeded, "
+                f"{bucket.failed} failed",
+            }
+        )
+    last = buckets[-1] if buckets else Throughput(0, 0, 0)
+
+    return {
+        "width": CHART_BAR * len(buckets),
+        "height": CHART_HEIGHT,
+        "bar_width": CHART_BAR - 2,
+        "bars": bars,
+        "minutes": len(buckets),
+        "busiest": busiest,
+        "last": last,
+    }
+
+
+def _bar_height(count: int, scale: float) -> float:
+    # A minute with any job shows at least a sliver.
+    return 0.0 if count == 0 else max(1.0, round(count * scale, 2))
 
 
 def running_entry(job: Job) -> dict[str, Any]:

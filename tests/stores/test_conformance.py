@@ -21,6 +21,7 @@ from flask_offload.records import (
     JobError,
     JobRecord,
     Outcome,
+    Status,
     new_job_id,
 )
 from flask_offload.stores import ListFilter, Store
@@ -618,6 +619,41 @@ def test_a_retry_outcome_schedules_the_next_attempt_and_keeps_the_errors(
     clock.advance(31)
     (again,) = store.claim("w1", None, 1, LEASE)
     assert again.attempts == 2
+
+
+def test_throughput_counts_the_jobs_that_succeeded_and_failed_each_minute(
+    store: Store, clock: FakeClock
+) -> None:
+    start = clock.now
+    minute = int(start // 60) * 60
+
+    def run(status: Status, ended: float) -> None:
+        make_job(store)
+        (job,) = store.claim("w1", None, 1, LEASE)
+        store.finish("w1", [Outcome(job.id, job.attempts, status, ended)])
+
+    run(SUCCEEDED, start - 60)
+    run(SUCCEEDED, start)
+    run(SUCCEEDED, start + 1)
+    run(FAILED, start)
+    run(SUCCEEDED, start - 3600)  # too long ago to be shown
+    store.cancel(make_job(store).id)
+    make_job(store)
+    store.claim("w1", None, 1, LEASE)
+    clock.advance(LEASE + 40)
+    store.recover(max_recoveries=0)  # fails it now, in a later minute
+
+    shown = store.throughput(minutes=30)
+
+    last = int(clock.now // 60) * 60
+    assert len(shown) == 30
+    assert [bucket.start for bucket in shown] == list(
+        range(last - 29 * 60, last + 60, 60)
+    )
+    counted = {
+        b.start: (b.succeeded, b.failed) for b in shown if b.succeeded or b.failed
+    }
+    assert counted == {minute - 60: (1, 0), minute: (2, 1), last: (0, 1)}
 
 
 def test_the_log_of_each_outcome_is_kept_and_reaches_the_next_attempt(

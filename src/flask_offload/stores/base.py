@@ -11,13 +11,14 @@ Time comes from ``self.clock`` so that tests can drive time-based behaviour
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..records import STATUSES, JobRecord, Outcome, Status
+from ..records import FAILED, STATUSES, SUCCEEDED, JobRecord, Outcome, Status
 
 Clock = Callable[[], float]
 
@@ -31,6 +32,21 @@ class ListFilter:
     task: str | None = None
     limit: int = 50
     offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """How many jobs ended in one minute, from ``start`` (seconds since the
+    epoch, a whole minute) to a minute later."""
+
+    start: int
+    succeeded: int
+    failed: int
+
+
+#: How far back :meth:`Store.throughput` can look; the Redis store keeps its
+#: counts this long.
+THROUGHPUT_MINUTES_KEPT = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +177,33 @@ class Store(ABC):
     def counts(self) -> dict[str, dict[Status, int]]:
         """Return the number of jobs by queue, then by status. Every status is
         present for every queue that has any job."""
+
+    def throughput(self, minutes: int = 30) -> list[Throughput]:
+        """How many jobs succeeded and failed in each of the last ``minutes``
+        minutes, the current one included, oldest first, across every
+        process that shares the store. Cancelled jobs are not counted."""
+        minutes = max(1, min(minutes, THROUGHPUT_MINUTES_KEPT))
+        first = (math.floor(self.clock() / 60) - minutes + 1) * 60
+        counted = self.finished_per_minute(first)
+
+        return [
+            Throughput(
+                start,
+                counted.get((start, SUCCEEDED), 0),
+                counted.get((start, FAILED), 0),
+            )
+            for start in range(first, first + minutes * 60, 60)
+        ]
+
+    @abstractmethod
+    def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
+        """How many jobs ended as ``succeeded`` and as ``failed`` in each
+        minute from ``since`` (a whole minute, in seconds since the epoch) on,
+        keyed by the minute's start and the status; minutes with none may be
+        left out. It must stay cheap however many finished jobs the store
+        keeps: it reads only the jobs that ended since then, or counts kept
+        per minute. Counting finished jobs, a store may miss those purged
+        meanwhile."""
 
     @abstractmethod
     def set_progress(

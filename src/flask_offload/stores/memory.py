@@ -17,6 +17,7 @@ from ..records import (
     QUEUED,
     RUNNING,
     SCHEDULED,
+    SUCCEEDED,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
@@ -213,6 +214,19 @@ class MemoryStore(Store):
                 by_status[job.status] += 1
 
         return counts
+
+    def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
+        counted: dict[tuple[int, Status], int] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                ended = job.finished_at
+                if job.status not in (SUCCEEDED, FAILED) or ended is None:
+                    continue
+                if ended >= since:
+                    key = (int(ended // 60) * 60, job.status)
+                    counted[key] = counted.get(key, 0) + 1
+
+        return counted
 
     def set_progress(
         self, job_id: str, worker: str, attempt: int, progress: str

@@ -34,6 +34,10 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     Sorted sets of ids, all scored 0, so that they sort by id: ids are
     time-ordered hex, so this is creation order, and listing newest first is
     a reverse range.
+``finished-per-minute:{minute}`` (hashes)
+    How many jobs succeeded and failed in the minute that starts at
+    ``{minute}`` (seconds since the epoch), for the dashboard's throughput;
+    each expires two hours after its last count.
 ``counts`` (hash)
     ``{status}:{queue}`` to a number, kept by every script, so
     :meth:`RedisStore.counts` never scans.
@@ -64,7 +68,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 from redis.commands.core import Script
 
-from ..records import STATUSES, JobRecord, Outcome, Status
+from ..records import FAILED, STATUSES, SUCCEEDED, JobRecord, Outcome, Status
 from .base import Clock, Heartbeat, ListFilter, Store
 from .messages import lost_worker_error
 from .redis_scripts import PRELUDE, SCRIPTS
@@ -278,6 +282,21 @@ class RedisStore(Store):
                 by_status[status] = int(number)
 
         return counts
+
+    def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
+        now = int(self.clock() // 60) * 60
+        minutes = range(since, now + 60, 60)
+        pipeline = self._redis().pipeline(transaction=False)
+        for start in minutes:
+            pipeline.hgetall(f"{self.prefix}finished-per-minute:{start}")
+
+        counted: dict[tuple[int, Status], int] = {}
+        for start, row in zip(minutes, pipeline.execute(), strict=True):
+            for status, number in row.items():
+                if status in (SUCCEEDED, FAILED):
+                    counted[(start, status)] = int(number)
+
+        return counted
 
     def set_progress(
         self, job_id: str, worker: str, attempt: int, progress: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 # of the store that runs the script, ARGV[3] the time now.
 PRELUDE = r"""
 local P, TOKEN, NOW_TEXT = ARGV[1], ARGV[2], ARGV[3]
+local KEEP_PER_MINUTE = 7200
 local NOW = tonumber(NOW_TEXT)
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
 
@@ -77,6 +78,17 @@ end
 local function free_unique(id, unique)
   if unique and redis.call('HGET', P .. 'unique', unique) == id then
     redis.call('HDEL', P .. 'unique', unique)
+  end
+end
+
+-- Jobs that succeeded or failed, counted per minute of their end in a hash
+-- per minute that expires once no dashboard looks that far back.
+local function count_finished(status, finished_at)
+  if status == 'succeeded' or status == 'failed' then
+    local key = P .. 'finished-per-minute:'
+      .. string.format('%d', math.floor(tonumber(finished_at) / 60) * 60)
+    redis.call('HINCRBY', key, status, 1)
+    redis.call('EXPIRE', key, KEEP_PER_MINUTE)
   end
 end
 
@@ -170,6 +182,7 @@ for _, o in ipairs(cjson.decode(ARGV[5])) do
     end
     if FINISHED[o.status] then
       redis.call('ZADD', P .. 'finished', o.finished_at, id)
+      count_finished(o.status, o.finished_at)
       free_unique(id, h[6])
     else
       place_waiting(id, o.status, queue, h[7], run_at)
@@ -341,6 +354,7 @@ for i = 4, #ARGV, 4 do
       set_status(id, h[5], 'running', 'failed')
       redis.call('HSET', key, 'finished_at', NOW_TEXT, 'error', failure)
       redis.call('ZADD', P .. 'finished', NOW_TEXT, id)
+      count_finished('failed', NOW_TEXT)
       free_unique(id, h[9])
     end
     done[#done + 1] = id

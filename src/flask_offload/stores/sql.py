@@ -32,8 +32,10 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Integer,
     and_,
     bindparam,
+    cast,
     create_engine,
     delete,
     event,
@@ -44,13 +46,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from ..records import (
     CANCELLED,
     FAILED,
     FINISHED_STATUSES,
     QUEUED,
+    SUCCEEDED,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
@@ -439,6 +442,26 @@ class SQLStore(Store):
             counts.setdefault(queue, self.empty_counts())[status] = count
 
         return counts
+
+    def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
+        # Read from the index of finished jobs by end time and status alone.
+        if self.is_postgres:
+            minute: ColumnElement[Any] = func.floor(jobs.c.finished_at / 60)
+        else:
+            minute = cast(jobs.c.finished_at / 60, Integer)
+        query = (
+            select(minute, jobs.c.status, func.count())
+            .where(
+                jobs.c.finished_at.is_not(None),
+                jobs.c.finished_at >= since,
+                jobs.c.status.in_([SUCCEEDED, FAILED]),
+            )
+            .group_by(minute, jobs.c.status)
+        )
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+
+        return {(int(number) * 60, status): count for number, status, count in rows}
 
     def set_progress(
         self, job_id: str, worker: str, attempt: int, progress: str
