@@ -458,6 +458,27 @@ def test_jobs_lists_the_newest_first_and_filters_by_queue_status_and_task(
     assert [job["id"] for job in json.loads(paged[1])] == [first.id]
 
 
+def test_jobs_pages_before_and_after_a_job_id(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    ids = [offload.tasks["mail.send"].enqueue(f"{n}@example.com").id for n in range(5)]
+
+    code, first = invoke(app, "jobs", "--limit", "2")
+    hint = first.splitlines()[-1]
+    _, older = invoke(app, "jobs", "--limit", "2", "--before", ids[3], "--json")
+    _, newer = invoke(app, "jobs", "--limit", "2", "--after", ids[1], "--json")
+    past = invoke(app, "jobs", "--before", ids[0])
+
+    assert code == 0, first
+    assert [line.split()[0] for line in first.splitlines()[1:3]] == [ids[4], ids[3]]
+    assert hint == f"More: --before {ids[3]}"
+    assert [job["id"] for job in json.loads(older)] == [ids[2], ids[1]]
+    assert [job["id"] for job in json.loads(newer)] == [ids[3], ids[2]]
+    assert past == (0, "No jobs past that point.\n")
+
+
 def test_jobs_rejects_an_unknown_status_listing_the_six_accepted(
     app_and_offload: tuple[Flask, Offload],
 ) -> None:
@@ -600,8 +621,9 @@ def test_retry_of_a_task_no_longer_registered_names_it(
 
 
 def test_retry_failed_of_a_task_retries_each_of_its_failed_jobs(
-    app_and_offload: tuple[Flask, Offload],
+    app_and_offload: tuple[Flask, Offload], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("flask_offload.cli.jobs.RETRY_PAGE", 2)
     app, offload = app_and_offload
     make_tasks(offload)
     build = offload.tasks["reports.build"]

@@ -3,6 +3,7 @@ actions, on real SQLite stores."""
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -207,8 +208,9 @@ def test_a_job_that_has_not_failed_is_not_retried(open_app: Opener) -> None:
 
 
 def test_retry_failed_enqueues_one_new_job_per_failed_job_of_the_task(
-    open_app: Opener,
+    open_app: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("flask_offload.dashboard.RETRY_BATCH", 2)
     _, offload, client = open_app()
     task = offload.task(name="tests.fails")(lambda n: fail(str(n)))
     other = offload.task(name="tests.other")(lambda: fail("other"))
@@ -414,21 +416,59 @@ def test_searching_by_id_opens_the_job_or_says_it_is_missing(
     assert client.get("/offload/jobs/no-such-job").status_code == 404
 
 
-def test_the_job_list_filters_and_pages_by_fifty(open_app: Opener) -> None:
+def listed_ids(page: str) -> list[str]:
+    return re.findall(r'class="job-id short" href="[^"]+"\s+title="([0-9a-f]+)"', page)
+
+
+def link(page: str, rel: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)" rel="{rel}">', page)
+
+    return None if found is None else html.unescape(found.group(1))
+
+
+def test_the_job_list_pages_by_fifty_through_older_and_newer_links(
+    open_app: Opener,
+) -> None:
     _, offload, client = open_app()
     task = offload.task(name="tests.work")(lambda n: None)
-    for n in range(51):
-        task.enqueue(n)
+    ids = [task.enqueue(n).id for n in range(120)]
     mail = task.using(queue="mail").enqueue(99)
 
-    first = client.get("/offload/jobs?queue=default").get_data(as_text=True)
-    second = client.get("/offload/jobs?queue=default&page=2").get_data(as_text=True)
+    def follow(url: str | None) -> str:
+        assert url is not None
+        return client.get(url).get_data(as_text=True)
 
-    assert first.count('class="job-id short"') == 50
-    assert "Older" in first
-    assert second.count('class="job-id short"') == 1
-    assert "Newer" in second
-    assert mail.id not in first + second
+    first = follow("/offload/jobs?queue=default")
+    second = follow(link(first, "next"))
+    third = follow(link(second, "next"))
+    back = follow(link(third, "prev"))
+    top = follow(link(back, "prev"))
+
+    newest_first = ids[::-1]
+    assert listed_ids(first) == newest_first[:50]
+    assert listed_ids(second) == newest_first[50:100]
+    assert listed_ids(third) == newest_first[100:]
+    assert listed_ids(back) == listed_ids(second)
+    assert listed_ids(top) == listed_ids(first)
+    assert link(first, "prev") is None and link(third, "next") is None
+    assert "queue=default" in (link(second, "next") or "")
+    assert link(top, "first") is None and link(third, "first") == (
+        "/offload/jobs?queue=default"
+    )
+    assert mail.id not in first + second + third
+
+
+def test_a_page_past_the_oldest_job_is_empty_and_leads_back(
+    open_app: Opener,
+) -> None:
+    _, offload, client = open_app()
+    only = offload.task(name="tests.work")(lambda: None).enqueue()
+
+    page = client.get(f"/offload/jobs?before={only.id}").get_data(as_text=True)
+
+    assert listed_ids(page) == []
+    assert "No jobs match." in page
+    assert link(page, "prev") == f"/offload/jobs?after={only.id}"
 
 
 def test_an_unknown_status_filter_is_a_bad_request(open_app: Opener) -> None:

@@ -21,6 +21,7 @@ import json
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import (
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 BLUEPRINT_NAME = "offload_dashboard"
 PAGE_SIZE = 50
 RECENT_FAILURES = 10
+#: How many failed jobs "retry every failed job" reads at a time.
+RETRY_BATCH = 500
 #: The overview's throughput chart: one bar a minute, this many minutes.
 THROUGHPUT_MINUTES = 30
 #: The chart's drawing area, in SVG units: a bar and its gap per minute.
@@ -175,26 +178,22 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
             abort(400, f"Unknown status {status!r}; use one of {STATUSES}.")
         queue = request.args.get("queue") or None
         task = request.args.get("task") or None
-        page = request.args.get("page", 1, type=int) or 1
-        page = max(page, 1)
-        # One more than a page tells whether a next page exists.
-        listed = offload.jobs(
-            queue=queue,
-            status=status,
-            task=task,
-            limit=PAGE_SIZE + 1,
-            offset=(page - 1) * PAGE_SIZE,
-        )
         filters = {"queue": queue, "status": status, "task": task}
+        page = list_page(
+            offload,
+            filters,
+            before=request.args.get("before") or None,
+            after=request.args.get("after") or None,
+        )
 
         return render_template(
             "offload/jobs.html",
-            jobs=listed[:PAGE_SIZE],
-            page=page,
-            has_next=len(listed) > PAGE_SIZE,
+            jobs=page.jobs,
+            older=page.older,
+            newer=page.newer,
             filters=filters,
             page_args={key: value for key, value in filters.items() if value},
-            queues=sorted(offload.stats()),
+            queues=known_queues(offload, settings, queue),
             tasks=sorted(offload.tasks),
             missing=missing,
             notice=notice(),
@@ -255,14 +254,15 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
         if task not in offload.tasks:
             abort(400, f"Task {task!r} is not registered in this app.")
 
-        # Collect first: the new jobs must not shift the pages being read.
+        # Collect first, page by page back in time, then enqueue.
         failed: list[Job] = []
         while True:
+            before = failed[-1].id if failed else None
             batch = offload.jobs(
-                status=FAILED, task=task, limit=PAGE_SIZE, offset=len(failed)
+                status=FAILED, task=task, limit=RETRY_BATCH, before=before
             )
             failed.extend(batch)
-            if len(batch) < PAGE_SIZE:
+            if len(batch) < RETRY_BATCH:
                 break
         for old in failed:
             retry_job(offload, old)
@@ -287,6 +287,58 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
         return see_other(".jobs", task=task, notice="purged", count=deleted)
 
     return blueprint
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of the job list, and the cursors of its neighbours: the id
+    to list ``before`` for the older page, ``after`` for the newer one."""
+
+    jobs: list[Job]
+    older: str | None
+    newer: str | None
+
+
+def list_page(
+    offload: Offload,
+    filters: dict[str, Any],
+    *,
+    before: str | None,
+    after: str | None,
+) -> ListPage:
+    """The page of jobs next to a cursor, newest first, read by id whatever
+    its depth. One job more than a page tells whether the list goes on."""
+    wanted = PAGE_SIZE + 1
+    if after is not None:
+        listed = offload.jobs(**filters, limit=wanted, after=after)
+        if len(listed) == wanted:
+            shown = listed[1:]
+            return ListPage(shown, older=shown[-1].id, newer=shown[0].id)
+        # Nothing newer than this page: show the newest, a full page.
+        before = None
+
+    listed = offload.jobs(**filters, limit=wanted, before=before)
+    shown = listed[:PAGE_SIZE]
+    older = shown[-1].id if len(listed) == wanted else None
+    newer = shown[0].id if before is not None and shown else None
+    if before is not None and not shown:
+        # Past the oldest job: the way back is to the jobs newer than it.
+        newer = before
+
+    return ListPage(shown, older=older, newer=newer)
+
+
+def known_queues(offload: Offload, settings: Settings, chosen: str | None) -> list[str]:
+    """The queues the job list offers as filters: those of the registered
+    tasks and of ``OFFLOAD_QUEUES``, and the one chosen. Not counted in the
+    store, which would read every job's entry in an index; the overview
+    links to every queue that has jobs."""
+    names = {task.options.queue for task in offload.tasks.values()}
+    names |= set(settings.queues)
+    if chosen:
+        names.add(chosen)
+
+    return sorted(names)
 
 
 def may_open(offload: Offload) -> bool:

@@ -456,10 +456,24 @@ class Offload:
         task: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        before: str | None = None,
+        after: str | None = None,
     ) -> list[Job]:
-        """Jobs, newest first, optionally only of one queue, status or task."""
+        """Jobs, newest first, optionally only of one queue, status or task.
+
+        To page through many, pass the id of the last job of a page as
+        ``before`` to get the next (older) page, or the first one's as
+        ``after`` for the previous (newer) page: that costs the same at any
+        depth, where ``offset`` makes the store step over every job it skips.
+        """
         where = ListFilter(
-            queue=queue, status=status, task=task, limit=limit, offset=offset
+            queue=queue,
+            status=status,
+            task=task,
+            limit=limit,
+            offset=offset,
+            before=before,
+            after=after,
         )
         store = self.store
 

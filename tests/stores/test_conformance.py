@@ -419,6 +419,48 @@ def test_list_filters_and_pages_newest_first(store: Store) -> None:
     assert store.list_jobs(ListFilter(status=RUNNING)) == []
 
 
+def test_list_pages_by_id_before_and_after_a_cursor(store: Store) -> None:
+    jobs = [make_job(store, task=f"t{i % 2}", queue="q") for i in range(7)]
+    ids = [job.id for job in jobs]
+
+    first = store.list_jobs(ListFilter(limit=3))
+    second = store.list_jobs(ListFilter(limit=3, before=first[-1].id))
+    third = store.list_jobs(ListFilter(limit=3, before=second[-1].id))
+    back = store.list_jobs(ListFilter(limit=3, after=third[0].id))
+    top = store.list_jobs(ListFilter(limit=3, after=second[0].id))
+    between = store.list_jobs(ListFilter(before=ids[5], after=ids[1]))
+    # Two filters: the Redis store scans one index and checks the other.
+    of_task = store.list_jobs(ListFilter(limit=2, queue="q", task="t0", before=ids[6]))
+    newer_of_task = store.list_jobs(
+        ListFilter(limit=2, queue="q", task="t0", after=ids[0])
+    )
+
+    assert [job.id for job in first] == ids[6:3:-1]
+    assert [job.id for job in second] == ids[3:0:-1]
+    assert [job.id for job in third] == [ids[0]]
+    assert [job.id for job in back] == ids[3:0:-1]
+    assert [job.id for job in top] == ids[6:3:-1]
+    assert [job.id for job in between] == ids[4:1:-1]
+    assert [job.id for job in of_task] == [ids[4], ids[2]]
+    assert [job.id for job in newer_of_task] == [ids[4], ids[2]]
+    assert store.list_jobs(ListFilter(before=ids[0])) == []
+    assert store.list_jobs(ListFilter(after=ids[6])) == []
+
+
+def test_running_jobs_page_by_id_too(store: Store) -> None:
+    for _ in range(4):
+        make_job(store)
+    ids = sorted(job.id for job in store.claim("w1", None, 3, LEASE))
+
+    first = store.list_jobs(ListFilter(status=RUNNING, limit=2))
+    older = store.list_jobs(ListFilter(status=RUNNING, limit=2, before=ids[1]))
+    newer = store.list_jobs(ListFilter(status=RUNNING, limit=1, after=ids[0]))
+
+    assert [job.id for job in first] == [ids[2], ids[1]]
+    assert [job.id for job in older] == [ids[0]]
+    assert [job.id for job in newer] == [ids[1]]
+
+
 def test_purge_deletes_only_jobs_finished_before_the_cutoff(
     store: Store, clock: FakeClock
 ) -> None:
@@ -654,6 +696,26 @@ def test_throughput_counts_the_jobs_that_succeeded_and_failed_each_minute(
         b.start: (b.succeeded, b.failed) for b in shown if b.succeeded or b.failed
     }
     assert counted == {minute - 60: (1, 0), minute: (2, 1), last: (0, 1)}
+
+
+def test_throughput_counts_past_minutes_once_and_the_last_ones_again(
+    store: Store, clock: FakeClock
+) -> None:
+    def run(ended: float) -> None:
+        make_job(store)
+        (job,) = store.claim("w1", None, 1, LEASE)
+        store.finish("w1", [Outcome(job.id, job.attempts, SUCCEEDED, ended)])
+
+    run(clock.now - 600)
+    before = store.throughput(minutes=30)
+    run(clock.now - 600)  # reported after its minute settled: not counted
+    run(clock.now - 1)
+    after = store.throughput(minutes=30)
+
+    old = int((clock.now - 600) // 60) * 60
+    assert [b.succeeded for b in before if b.start == old] == [1]
+    assert [b.succeeded for b in after if b.start == old] == [1]
+    assert sum(b.succeeded for b in after) == 2
 
 
 def test_the_log_of_each_outcome_is_kept_and_reaches_the_next_attempt(

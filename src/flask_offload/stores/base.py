@@ -25,13 +25,39 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class ListFilter:
-    """What :meth:`Store.list_jobs` returns: newest first, at most ``limit``."""
+    """What :meth:`Store.list_jobs` returns: newest first, at most ``limit``.
+
+    Pages are read by id, which orders jobs by creation: ``before`` keeps
+    only jobs older than that id (the next page of a list is the jobs before
+    the last one shown), ``after`` only newer ones, and then the ``limit``
+    jobs closest to it, so that the previous page is the jobs after the
+    first one shown. Either costs the same at any depth, unlike ``offset``,
+    which skips that many matching jobs and is kept for callers that count.
+    """
 
     queue: str | None = None
     status: Status | None = None
     task: str | None = None
     limit: int = 50
     offset: int = 0
+    before: str | None = None
+    after: str | None = None
+
+
+def page_of(records: list[JobRecord], where: ListFilter) -> list[JobRecord]:
+    """The page of ``where`` (its cursors, offset and limit, newest first)
+    out of ``records`` that already match its filters, in any order."""
+    matching = [
+        record
+        for record in records
+        if (where.before is None or record.id < where.before)
+        and (where.after is None or record.id > where.after)
+    ]
+    closest_first = where.after is not None
+    matching.sort(key=lambda record: record.id, reverse=not closest_first)
+    page = matching[where.offset : where.offset + where.limit]
+
+    return page[::-1] if closest_first else page
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +73,9 @@ class Throughput:
 #: How far back :meth:`Store.throughput` can look; the Redis store keeps its
 #: counts this long.
 THROUGHPUT_MINUTES_KEPT = 120
+#: A minute's throughput is counted again until this long after its end, to
+#: take in outcomes that a worker reported late (it sends them in batches).
+THROUGHPUT_SETTLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +105,10 @@ class Store(ABC):
         self.queue_limits: dict[str, int] = dict(queue_limits or {})
         self._work = Bell()
         self._changes = Bell()
+        #: Throughput of minutes long past, which no longer change: only the
+        #: last minutes are counted again at each call.
+        self._settled_minutes: dict[int, Throughput] = {}
+        self._settled_lock = threading.Lock()
 
     def describe(self) -> str:
         """Where the jobs are, for people reading messages; never includes a
@@ -183,16 +216,37 @@ class Store(ABC):
         minutes, the current one included, oldest first, across every
         process that shares the store. Cancelled jobs are not counted."""
         minutes = max(1, min(minutes, THROUGHPUT_MINUTES_KEPT))
-        first = (math.floor(self.clock() / 60) - minutes + 1) * 60
-        counted = self.finished_per_minute(first)
-
-        return [
-            Throughput(
+        now = self.clock()
+        current = math.floor(now / 60) * 60
+        first = current - (minutes - 1) * 60
+        with self._settled_lock:
+            settled = dict(self._settled_minutes)
+        unknown = first
+        while unknown in settled and unknown < current:
+            unknown += 60
+        # Only the minutes not settled yet are read: a dashboard polls this
+        # every few seconds, and a busy store may hold a million jobs that
+        # ended in the last half hour.
+        counted = self.finished_per_minute(unknown)
+        fresh = {
+            start: Throughput(
                 start,
                 counted.get((start, SUCCEEDED), 0),
                 counted.get((start, FAILED), 0),
             )
-            for start in range(first, first + minutes * 60, 60)
+            for start in range(unknown, current + 60, 60)
+        }
+        with self._settled_lock:
+            for start, bucket in fresh.items():
+                if start + 60 + THROUGHPUT_SETTLE_SECONDS < now:
+                    self._settled_minutes[start] = bucket
+            oldest = current - THROUGHPUT_MINUTES_KEPT * 60
+            for start in [s for s in self._settled_minutes if s < oldest]:
+                del self._settled_minutes[start]
+
+        return [
+            fresh.get(start) or settled[start]
+            for start in range(first, current + 60, 60)
         ]
 
     @abstractmethod

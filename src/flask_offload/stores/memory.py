@@ -23,7 +23,7 @@ from ..records import (
     Outcome,
     Status,
 )
-from .base import Clock, Heartbeat, ListFilter, Store
+from .base import Clock, Heartbeat, ListFilter, Store, page_of
 from .limits import Admission
 from .messages import lost_worker_error
 
@@ -202,9 +202,8 @@ class MemoryStore(Store):
                 and (where.status is None or job.status == where.status)
                 and (where.task is None or job.task == where.task)
             ]
-        matching.sort(key=lambda job: job.id, reverse=True)
 
-        return matching[where.offset : where.offset + where.limit]
+        return page_of(matching, where)
 
     def counts(self) -> dict[str, dict[Status, int]]:
         counts: dict[str, dict[Status, int]] = {}

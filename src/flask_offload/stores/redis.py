@@ -269,9 +269,12 @@ class RedisStore(Store):
             where.task or "",
             max(0, where.offset),
             max(0, where.limit),
+            where.before or "",
+            where.after or "",
         )
+        records = [_decode(row) for row in rows]
 
-        return [_decode(row) for row in rows]
+        return records[::-1] if where.after else records
 
     def counts(self) -> dict[str, dict[Status, int]]:
         counts: dict[str, dict[Status, int]] = {}

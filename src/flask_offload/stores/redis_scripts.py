@@ -467,10 +467,21 @@ publish('w')
 return 1
 """
 
-# ARGV[4] queue, [5] status, [6] task ('' for any), [7] offset, [8] limit.
+# ARGV[4] queue, [5] status, [6] task ('' for any), [7] offset, [8] limit,
+# [9] before, [10] after (ids, '' for none). The index sets hold ids at one
+# score, so they sort by id and a cursor is a bound of a range by text:
+# newest first below ``before``; with ``after``, oldest first above it, so
+# that the page closest to it comes first (the caller turns it round).
 _LIST = r"""
 local queue, status, task = ARGV[4], ARGV[5], ARGV[6]
 local skip, want = tonumber(ARGV[7]), tonumber(ARGV[8])
+local upper, lower, oldest_first = '+', '-', ARGV[10] ~= ''
+if ARGV[9] ~= '' then
+  upper = '(' .. ARGV[9]
+end
+if oldest_first then
+  lower = '(' .. ARGV[10]
+end
 local index, filters = P .. 'jobs', 0
 if status ~= '' then
   index = P .. 'status:' .. status
@@ -487,10 +498,17 @@ for _, given in ipairs({queue, status, task}) do
   end
 end
 
+local function slice(start, count)
+  if oldest_first then
+    return redis.call('ZRANGEBYLEX', index, lower, upper, 'LIMIT', start, count)
+  end
+  return redis.call('ZREVRANGEBYLEX', index, upper, lower, 'LIMIT', start, count)
+end
+
 local found = {}
 if filters <= 1 then
   if want > 0 then
-    for _, id in ipairs(redis.call('ZREVRANGE', index, skip, skip + want - 1)) do
+    for _, id in ipairs(slice(skip, want)) do
       found[#found + 1] = redis.call('HGETALL', job_key(id))
     end
   end
@@ -499,7 +517,7 @@ end
 
 local start = 0
 while #found < want do
-  local ids = redis.call('ZREVRANGE', index, start, start + 199)
+  local ids = slice(start, 200)
   if #ids == 0 then
     break
   end

@@ -41,6 +41,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -53,13 +54,15 @@ from ..records import (
     FAILED,
     FINISHED_STATUSES,
     QUEUED,
+    RUNNING,
+    STATUSES,
     SUCCEEDED,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
     Status,
 )
-from .base import Bell, Clock, Heartbeat, ListFilter, Store
+from .base import Bell, Clock, Heartbeat, ListFilter, Store, page_of
 from .limits import Admission
 from .messages import lost_worker_error
 from .sql_schema import jobs, migrate, schedules
@@ -420,15 +423,35 @@ class SQLStore(Store):
         query = select(*_COLUMNS)
         if where.queue is not None:
             query = query.where(jobs.c.queue == where.queue)
-        if where.status is not None:
+        if where.status is not None and where.status in STATUSES:
+            # A literal, so that SQLite sees that a partial index applies.
+            query = query.where(jobs.c.status == literal_column(f"'{where.status}'"))
+        elif where.status is not None:
             query = query.where(jobs.c.status == where.status)
         if where.task is not None:
             query = query.where(jobs.c.task == where.task)
-        query = query.order_by(jobs.c.id.desc()).limit(where.limit).offset(where.offset)
+        if where.status == RUNNING:
+            # Running jobs are few (one per worker thread at most), but
+            # SQLite would rather walk the whole table in id order than sort
+            # them; read them all from their partial index and page here.
+            with self._read() as connection:
+                rows = connection.execute(query).all()
+            return page_of([_as_record(row) for row in rows], where)
+
+        if where.before is not None:
+            query = query.where(jobs.c.id < where.before)
+        if where.after is not None:
+            query = query.where(jobs.c.id > where.after)
+        # After a cursor, the jobs closest to it: oldest first, turned round.
+        closest_first = where.after is not None
+        order = jobs.c.id.asc() if closest_first else jobs.c.id.desc()
+        query = query.order_by(order).limit(where.limit).offset(where.offset)
         with self._read() as connection:
             rows = connection.execute(query).all()
 
-        return [_as_record(row) for row in rows]
+        records = [_as_record(row) for row in rows]
+
+        return records[::-1] if closest_first else records
 
     def counts(self) -> dict[str, dict[Status, int]]:
         query = select(jobs.c.queue, jobs.c.status, func.count()).group_by(
