@@ -210,6 +210,17 @@ def test_the_throughput_chart_grows_without_a_reload_and_the_job_page_has_its_lo
         dashboard.goto(debug_demo + "offload/jobs?status=succeeded")
         dashboard.click("a[href*='/offload/jobs/']")
         log = dashboard.text_content("#job-log") or ""
+
+        phone = browser.new_page(
+            color_scheme="dark", viewport={"width": 375, "height": 740}
+        )
+        phone.goto(debug_demo + "offload/jobs")
+        background = phone.evaluate("getComputedStyle(document.body).backgroundColor")
+        header_shown = phone.locator("table.jobs thead").is_visible()
+        row_display = phone.evaluate(
+            "getComputedStyle(document.querySelector('table.jobs tbody tr')).display"
+        )
+        page_width = phone.evaluate("document.documentElement.scrollWidth")
         browser.close()
 
     assert url_after == debug_demo + "offload/"
@@ -218,6 +229,11 @@ def test_the_throughput_chart_grows_without_a_reload_and_the_job_page_has_its_lo
     assert max(heights) == 56.0, heights
     assert shown_busiest in (2, 3)
     assert log.startswith("[attempt 1] ")
+    # Dark mode and a phone's width: dark background, one card per job, and
+    # nothing wider than the screen.
+    assert background == "rgb(22, 22, 21)"
+    assert not header_shown and row_display == "block"
+    assert page_width <= 375
     assert log.endswith(" INFO app: Working for 0.6 s in 10 steps")
 
 

@@ -125,6 +125,33 @@ def test_the_hook_opens_the_dashboard_to_a_request_the_default_refuses(
     assert client.get("/offload/").status_code == 200
 
 
+def test_without_a_secret_key_a_deployed_dashboard_warns_once_and_on_each_page(
+    open_app: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, offload, client = open_app(debug=False)
+    _, keyed, keyed_client = open_app(debug=False, SECRET_KEY="a real key")
+    _, _, debug_client = open_app()
+    for app_offload in (offload, keyed):
+        app_offload.authorize_dashboard(lambda: True)
+    caplog.set_level(logging.WARNING, logger="flask_offload.dashboard")
+
+    pages = [client.get(path).get_data(as_text=True) for path in ("/offload/",) * 2]
+    keyed_page = keyed_client.get("/offload/jobs").get_data(as_text=True)
+    debug_page = debug_client.get("/offload/").get_data(as_text=True)
+    offload.authorize_dashboard(lambda: False)
+    refused = client.get("/offload/")
+
+    warnings = [r for r in caplog.records if r.name == "flask_offload.dashboard"]
+    assert len(warnings) == 1
+    assert warnings[0].getMessage().startswith("The app has no SECRET_KEY")
+    assert warnings[0].getMessage().endswith("Set SECRET_KEY.")
+    assert all('id="no-secret-key"' in page for page in pages)
+    assert 'id="no-secret-key"' not in keyed_page
+    assert 'id="no-secret-key"' not in debug_page
+    assert refused.status_code == 403
+    assert "SECRET_KEY" not in refused.get_data(as_text=True)
+
+
 def test_the_hook_closes_the_dashboard_to_a_request_the_default_allows(
     open_app: Opener,
 ) -> None:

@@ -29,6 +29,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -91,16 +92,30 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
         static_url_path="/static",
     )
 
+    # Said once per app, at its first dashboard request without a key.
+    warned_of_missing_key: list[bool] = []
+
     @blueprint.before_request
     def check_access() -> BaseResponse | None:
         # The script and style sheet hold no data, and the refusal page uses
         # them.
         if request.endpoint == f"{BLUEPRINT_NAME}.static":
             return None
+        if lacks_secret_key() and not warned_of_missing_key:
+            warned_of_missing_key.append(True)
+            logger.warning(
+                "The app has no SECRET_KEY, so the dashboard signs its forms "
+                "with a key of this process only: under several server "
+                "processes, retry, cancel and delete fail with 'token is "
+                "missing, invalid or more than a day old' whenever another "
+                "process serves the form. Set SECRET_KEY.",
+                extra={"action": "dashboard_no_secret_key"},
+            )
         if not may_open(offload):
             logger.debug("Dashboard refused to %s", request.remote_addr)
             page = render_template("offload/forbidden.html")
             return Response(page, status=403)
+        g.offload_dashboard_open = True
         if request.method == "POST" and not valid_token(request.form.get("token")):
             message = (
                 "This form's token is missing, invalid or more than a day old, "
@@ -127,6 +142,9 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
     def template_globals() -> dict[str, Any]:
         return {
             "token": make_token(),
+            # Said to those let in only: a stranger need not learn it.
+            "no_secret_key": lacks_secret_key()
+            and g.get("offload_dashboard_open", False),
             "statuses": STATUSES,
             "poll_seconds": settings.dashboard_poll_seconds,
             "as_json": as_json,
@@ -362,6 +380,12 @@ def is_loopback(address: str | None) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
+
+
+def lacks_secret_key() -> bool:
+    """Whether the dashboard's tokens hold in this process only, outside the
+    development server, where that is expected."""
+    return not current_app.secret_key and not current_app.debug
 
 
 def serializer() -> URLSafeTimedSerializer:
