@@ -138,7 +138,7 @@ def test_clicking_enqueue_raises_the_queue_size_and_the_worker_brings_it_to_zero
     assert url_after == demo, "the page navigated instead of updating itself"
 
 
-def test_the_dashboard_counts_update_without_a_reload_and_cancel_works(
+def test_the_dashboard_counts_update_without_a_reload_and_cancel_and_retry_work(
     debug_demo: str, tmp_path: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
@@ -172,9 +172,17 @@ def test_the_dashboard_counts_update_without_a_reload_and_cancel_works(
         dashboard.wait_for_load_state()
         dashboard.goto(job_url)
         status = dashboard.text_content("main .status") or ""
+        # A cancelled job can be retried: a new job with its arguments.
+        dashboard.click("form[action*='retry'] button")
+        dashboard.wait_for_load_state()
+        retried_url = dashboard.url
+        notice = dashboard.text_content("main .notice") or ""
         browser.close()
 
     assert status == "cancelled"
+    assert retried_url.startswith(debug_demo + "offload/jobs/")
+    assert retried_url.split("?")[0] != job_url.split("?")[0]
+    assert notice == "Enqueued 1 new job(s)."
 
 
 def test_the_throughput_chart_grows_without_a_reload_and_the_job_page_has_its_log(
