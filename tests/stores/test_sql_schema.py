@@ -16,6 +16,7 @@ from flask_offload.stores.sql_schema import (
     metadata,
     migrate,
 )
+from tests.stores.conftest import fresh_postgres_database
 
 
 def describe(url: str) -> dict[str, Any]:
@@ -145,3 +146,36 @@ def test_a_version_3_file_with_jobs_gains_job_logs_in_place(tmp_path: Path) -> N
     assert describe(old) == describe(declared)
     with create_engine(old).connect() as connection:
         assert installed_version(connection) == CURRENT_VERSION == 4
+
+
+def test_a_version_3_postgresql_database_gains_job_logs_in_place() -> None:
+    url = fresh_postgres_database()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for step in MIGRATIONS[:3]:
+            step(connection)
+        connection.execute(meta.insert().values(key="schema_version", value="3"))
+        connection.exec_driver_sql(
+            "INSERT INTO offload_jobs (id, task, queue, priority, status, "
+            "arguments, enqueued_at, run_at, attempts, recoveries, "
+            "cancel_requested) VALUES ('j1', 'tasks.old', 'default', 0, "
+            "'queued', '{\"args\":[],\"kwargs\":{}}', 1.0, 1.0, 0, 0, false)"
+        )
+
+    store = SQLStore(url)
+    store.open()
+    (claimed,) = store.claim("w1", None, 10, 30)
+    store.finish("w1", [Outcome("j1", claimed.attempts, "succeeded", 3.0, log="hi")])
+    logged = store.get("j1")
+    store.close()
+    inspector = inspect(engine)
+    columns = {column["name"] for column in inspector.get_columns("offload_jobs")}
+    indexes = {index["name"] for index in inspector.get_indexes("offload_jobs")}
+    with engine.connect() as connection:
+        version = installed_version(connection)
+    engine.dispose()
+
+    assert logged is not None and logged.log == "hi"
+    assert columns == {column.name for column in metadata.tables["offload_jobs"].c}
+    assert indexes == {index.name for index in metadata.tables["offload_jobs"].indexes}
+    assert version == CURRENT_VERSION
