@@ -3,6 +3,7 @@ the job, on a real SQLite file."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from pathlib import Path
@@ -121,6 +122,33 @@ def test_a_record_that_cannot_be_formatted_does_not_fail_the_task(
 
     assert job.refresh().result == "fine"
     assert "unformattable log record '%d items'" in (job.log or "")
+
+
+def test_an_async_task_has_what_its_coroutines_log_kept(
+    app_and_offload: tuple[Flask, Offload], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, offload = app_and_offload
+    caplog.set_level(logging.INFO, logger=task_logger.name)
+
+    async def fetch(page: int) -> int:
+        await asyncio.sleep(0)
+        task_logger.info("fetched page %d", page)
+        return page
+
+    @offload.task()
+    async def crawl() -> int:
+        pages = await asyncio.gather(fetch(1), fetch(2))
+        return sum(pages)
+
+    job = crawl.enqueue()
+    offload.drain(app)
+
+    lines = (job.refresh().log or "").split("\n")
+    assert job.result == 3
+    assert [line.rpartition(": ")[2] for line in lines] == [
+        "fetched page 1",
+        "fetched page 2",
+    ]
 
 
 def test_records_of_other_threads_and_outside_jobs_are_not_kept(

@@ -39,7 +39,7 @@ from flask import (
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .records import CANCELLED, FAILED, STATUSES, Status
-from .stores.base import Throughput
+from .stores import Throughput
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
