@@ -180,7 +180,7 @@ def _child_main(
         task = state.offload.tasks.get(task_name)
         context = JobContext(state.store, worker_name, job_id, task_name, "", attempt)
         token = _current_job.set(context)
-        capture = joblog.start(attempt, log_level)
+        log_started = joblog.start(attempt, log_level)
         try:
             if task is None:
                 raise LookupError(f"No task named {task_name!r} in the job process.")
@@ -191,9 +191,9 @@ def _child_main(
         except Exception as error:
             reply = ("error", JobError.from_exception(error).to_json())
         finally:
-            lines = joblog.stop(capture)
+            captured = joblog.stop(log_started)
             _current_job.reset(token)
-        if lines is None:
+        if captured is None:
             connection.send((*reply, [], 0))
         else:
-            connection.send((*reply, lines.lines, lines.dropped))
+            connection.send((*reply, captured.lines, captured.dropped))

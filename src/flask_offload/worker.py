@@ -416,14 +416,14 @@ class Worker:
         signals.send(signals.job_started, self._sender, job=Job(self.store, record))
         started = time.perf_counter()
         token = _current_job.set(context)
-        capture = joblog.start(record.attempts, self.log_level)
+        log_started = joblog.start(record.attempts, self.log_level)
         try:
             outcome = self._call(record, context)
         finally:
-            lines = joblog.stop(capture)
+            captured = joblog.stop(log_started)
             _current_job.reset(token)
         duration = time.perf_counter() - started
-        outcome.log = joblog.merged(record.log, lines)
+        outcome.log = joblog.merged(record.log, captured)
 
         self._typical_duration = 0.7 * self._typical_duration + 0.3 * duration
         if context.unwritten_progress and context.progress is not None:

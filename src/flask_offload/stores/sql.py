@@ -32,22 +32,19 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Integer,
     and_,
     bindparam,
-    cast,
     create_engine,
     delete,
     event,
     func,
     insert,
-    literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.sql.expression import ClauseElement, ColumnElement
+from sqlalchemy.sql.expression import ClauseElement
 
 from ..records import (
     CANCELLED,
@@ -55,8 +52,6 @@ from ..records import (
     FINISHED_STATUSES,
     QUEUED,
     RUNNING,
-    STATUSES,
-    SUCCEEDED,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
@@ -77,8 +72,10 @@ from .sql_statements import (
     _SAME_UNIQUE_KEY,
     _as_record,
     _as_row,
+    _finished_per_minute_statement,
     _held_statement,
     _is_unique_violation,
+    _list_statement,
     _numbered,
     _padded,
     _Prepared,
@@ -420,38 +417,15 @@ class SQLStore(Store):
         return None if row is None else _as_record(row)
 
     def list_jobs(self, where: ListFilter) -> list[JobRecord]:
-        query = select(*_COLUMNS)
-        if where.queue is not None:
-            query = query.where(jobs.c.queue == where.queue)
-        if where.status is not None and where.status in STATUSES:
-            # A literal, so that SQLite sees that a partial index applies.
-            query = query.where(jobs.c.status == literal_column(f"'{where.status}'"))
-        elif where.status is not None:
-            query = query.where(jobs.c.status == where.status)
-        if where.task is not None:
-            query = query.where(jobs.c.task == where.task)
-        if where.status == RUNNING:
-            # Running jobs are few (one per worker thread at most), but
-            # SQLite would rather walk the whole table in id order than sort
-            # them; read them all from their partial index and page here.
-            with self._read() as connection:
-                rows = connection.execute(query).all()
-            return page_of([_as_record(row) for row in rows], where)
-
-        if where.before is not None:
-            query = query.where(jobs.c.id < where.before)
-        if where.after is not None:
-            query = query.where(jobs.c.id > where.after)
-        # After a cursor, the jobs closest to it: oldest first, turned round.
-        closest_first = where.after is not None
-        order = jobs.c.id.asc() if closest_first else jobs.c.id.desc()
-        query = query.order_by(order).limit(where.limit).offset(where.offset)
+        query = _list_statement(where)
         with self._read() as connection:
             rows = connection.execute(query).all()
-
         records = [_as_record(row) for row in rows]
+        if where.status == RUNNING:
+            # Read whole: see _list_statement.
+            return page_of(records, where)
 
-        return records[::-1] if closest_first else records
+        return records[::-1] if where.after is not None else records
 
     def counts(self) -> dict[str, dict[Status, int]]:
         query = select(jobs.c.queue, jobs.c.status, func.count()).group_by(
@@ -467,20 +441,7 @@ class SQLStore(Store):
         return counts
 
     def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
-        # Read from the index of finished jobs by end time and status alone.
-        if self.is_postgres:
-            minute: ColumnElement[Any] = func.floor(jobs.c.finished_at / 60)
-        else:
-            minute = cast(jobs.c.finished_at / 60, Integer)
-        query = (
-            select(minute, jobs.c.status, func.count())
-            .where(
-                jobs.c.finished_at.is_not(None),
-                jobs.c.finished_at >= since,
-                jobs.c.status.in_([SUCCEEDED, FAILED]),
-            )
-            .group_by(minute, jobs.c.status)
-        )
+        query = _finished_per_minute_statement(since, postgres=self.is_postgres)
         with self._read() as connection:
             rows = connection.execute(query).all()
 
