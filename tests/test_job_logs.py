@@ -240,3 +240,17 @@ def test_merging_keeps_the_count_of_lines_dropped_by_earlier_attempts() -> None:
     assert lines[-1] == "[attempt 2] second attempt"
     assert len(lines) == joblog.MAX_LINES + 1
     assert joblog.merged(None, joblog.LogCapture(1, logging.INFO)) is None
+
+
+def test_long_lines_are_bounded_by_characters_before_lines() -> None:
+    capture = joblog.LogCapture(1, logging.INFO)
+    capture.add_lines([f"{n:04d} " + "x" * 995 for n in range(150)])
+
+    log = joblog.merged(None, capture) or ""
+    lines = log.split("\n")
+
+    kept = len(lines) - 1
+    assert lines[0] == f"[{150 - kept} earlier lines dropped]"
+    assert len(log) <= joblog.MAX_CHARS + len(lines[0]) + 1
+    assert kept == joblog.MAX_CHARS // (len(lines[-1]) + 1)
+    assert lines[-1].startswith("[attempt 1] 0149 ")
