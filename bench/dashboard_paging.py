@@ -25,6 +25,7 @@ from flask import Flask
 from sqlalchemy import Engine, create_engine, text
 
 from flask_offload import Offload
+from flask_offload.stores import SQLStore
 
 WEEK = 7 * 24 * 3600.0
 RECENT = 30 * 60.0
@@ -113,6 +114,8 @@ def main() -> None:
         help="every job ended within the last 30 minutes",
     )
     options = parser.parse_args()
+    if options.url and not options.url.startswith("postgresql"):
+        parser.error(f"--url must be a PostgreSQL URL, not {options.url!r}.")
 
     folder = Path(tempfile.mkdtemp(prefix="offload-paging-"))
     url = options.url or f"sqlite:///{folder / 'offload.sqlite3'}"
@@ -122,8 +125,9 @@ def main() -> None:
     app.config.update(OFFLOAD_URL=url, OFFLOAD_WORKER_THREADS=0, DEBUG=True)
     offload = Offload(app)
     store = offload.state(app).store
+    assert isinstance(store, SQLStore)
     store.open()
-    engine = getattr(store, "engine")  # noqa: B009 - an SQLStore, by the URL
+    engine = store.engine
 
     now = time.time()
     started = time.perf_counter()
