@@ -122,6 +122,7 @@ class ProcessRunner:
                 self._app_import_path,
                 self._worker_name,
                 self._log_level,
+                _logging_set_up_here(),
                 child_end,
             ),
             name="offload-job-process",
@@ -150,10 +151,19 @@ class ProcessRunner:
         self._children.current = None
 
 
+def _logging_set_up_here() -> int | None:
+    """The root logger's level, if this process set up logging output (as
+    ``flask offload worker`` does, unless the app did); else ``None``."""
+    root = logging.getLogger()
+
+    return root.level if root.handlers else None
+
+
 def _child_main(
     app_import_path: str | None,
     worker_name: str,
     log_level: int | None,
+    parent_root_level: int | None,
     connection: Any,
 ) -> None:
     """The child: load the app, then run jobs until the parent goes away."""
@@ -161,12 +171,22 @@ def _child_main(
     from flask.cli import ScriptInfo
 
     from . import joblog
+    from .cli.worker import LOG_FORMAT
     from .codec import decode_arguments, encode_result
     from .context import JobContext, _current_job
     from .extension import EXTENSION_KEY
 
     app = ScriptInfo(app_import_path=app_import_path).load_app()
     state = app.extensions[EXTENSION_KEY]
+    root = logging.getLogger()
+    if parent_root_level is not None and not root.handlers:
+        # The worker command set up output in the parent, and loading the
+        # app set up none here: do as the parent did, so that what a job
+        # logs is printed, and kept in its log, as it would be in a thread.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        root.setLevel(parent_root_level)
     if log_level is not None:
         joblog.install()
     connection.send("ready")
