@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,7 +138,7 @@ def test_clicking_enqueue_raises_the_queue_size_and_the_worker_brings_it_to_zero
     assert url_after == demo, "the page navigated instead of updating itself"
 
 
-def test_the_dashboard_counts_update_without_a_reload_and_cancel_works(
+def test_the_dashboard_counts_update_without_a_reload_and_cancel_and_retry_work(
     debug_demo: str, tmp_path: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
@@ -171,6 +172,81 @@ def test_the_dashboard_counts_update_without_a_reload_and_cancel_works(
         dashboard.wait_for_load_state()
         dashboard.goto(job_url)
         status = dashboard.text_content("main .status") or ""
+        # A cancelled job can be retried: a new job with its arguments.
+        dashboard.click("form[action*='retry'] button")
+        dashboard.wait_for_load_state()
+        retried_url = dashboard.url
+        notice = dashboard.text_content("main .notice") or ""
         browser.close()
 
     assert status == "cancelled"
+    assert retried_url.startswith(debug_demo + "offload/jobs/")
+    assert retried_url.split("?")[0] != job_url.split("?")[0]
+    assert notice == "Enqueued 1 new job(s)."
+
+
+def test_the_throughput_chart_grows_without_a_reload_and_the_job_page_has_its_log(
+    debug_demo: str,
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS
+        )
+        demo_page = browser.new_page()
+        demo_page.goto(debug_demo)
+        dashboard = browser.new_page()
+        dashboard.goto(debug_demo + "offload/")
+        busiest = "#throughput-busiest"
+        assert dashboard.text_content(busiest) == "0"
+        assert dashboard.locator("#throughput rect").count() == 60
+
+        for _ in range(3):
+            demo_page.click("#enqueue")
+        deadline = time.monotonic() + 20
+        while succeeded_in_chart(dashboard) != 3:
+            assert time.monotonic() < deadline, "the chart never showed 3 jobs"
+            time.sleep(0.2)
+        heights = [
+            float(rect.get_attribute("height") or "0")
+            for rect in dashboard.locator("#throughput rect.bar-succeeded").all()
+        ]
+        shown_busiest = int(dashboard.text_content(busiest) or "0")
+        url_after = dashboard.url
+
+        dashboard.goto(debug_demo + "offload/jobs?status=succeeded")
+        dashboard.click("a[href*='/offload/jobs/']")
+        log = dashboard.text_content("#job-log") or ""
+
+        phone = browser.new_page(
+            color_scheme="dark", viewport={"width": 375, "height": 740}
+        )
+        phone.goto(debug_demo + "offload/jobs")
+        background = phone.evaluate("getComputedStyle(document.body).backgroundColor")
+        header_shown = phone.locator("table.jobs thead").is_visible()
+        row_display = phone.evaluate(
+            "getComputedStyle(document.querySelector('table.jobs tbody tr')).display"
+        )
+        page_width = phone.evaluate("document.documentElement.scrollWidth")
+        browser.close()
+
+    assert url_after == debug_demo + "offload/"
+    # The busiest minute's bar is the chart's full height; the jobs may have
+    # ended on either side of a minute's turn.
+    assert max(heights) == 56.0, heights
+    assert shown_busiest in (2, 3)
+    assert log.startswith("[attempt 1] ")
+    # Dark mode and a phone's width: dark background, one card per job, and
+    # nothing wider than the screen.
+    assert background == "rgb(22, 22, 21)"
+    assert not header_shown and row_display == "block"
+    assert page_width <= 375
+    assert log.endswith(" INFO app: Working for 0.6 s in 10 steps")
+
+
+def succeeded_in_chart(page: Any) -> int:
+    """The jobs the chart's bars say succeeded, from their titles."""
+    titles = page.locator("#throughput title").all_text_contents()
+
+    return sum(int(title.split(": ")[1].split(" ")[0]) for title in titles)

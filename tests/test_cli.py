@@ -21,7 +21,7 @@ from flask import Flask
 from flask_offload import JobError, Offload, Progress
 from flask_offload.cli import offload_group
 from flask_offload.records import Outcome
-from flask_offload.stores import SQLStore
+from flask_offload.stores import ListFilter, SQLStore
 from tests.conftest import FakeClock
 from tests.processes import (
     BackgroundCommand,
@@ -379,7 +379,13 @@ def test_with_processes_a_job_blocked_past_its_timeout_is_killed_and_others_run(
 
     store = SQLStore(f"sqlite:///{tmp_path / 'offload.sqlite3'}")
     record = store.get(stuck_id)
+    recorded = store.list_jobs(ListFilter(task="record"))
     store.close()
+    # What a job logged in its child process comes back with its outcome.
+    child_pids = {e[2] for e in read_events(tmp_path) if e[0] == "done"}
+    logged_pids = [(job.log or "").rpartition(" in ")[2] for job in recorded]
+    assert len(logged_pids) == 3 and set(logged_pids) == child_pids
+    assert all((job.log or "").startswith("[attempt 1] ") for job in recorded)
     assert record is not None and record.error is not None
     assert record.status == "failed"
     error = JobError.from_json(record.error)
@@ -452,6 +458,27 @@ def test_jobs_lists_the_newest_first_and_filters_by_queue_status_and_task(
     assert [job["id"] for job in json.loads(paged[1])] == [first.id]
 
 
+def test_jobs_pages_before_and_after_a_job_id(
+    app_and_offload: tuple[Flask, Offload],
+) -> None:
+    app, offload = app_and_offload
+    make_tasks(offload)
+    ids = [offload.tasks["mail.send"].enqueue(f"{n}@example.com").id for n in range(5)]
+
+    code, first = invoke(app, "jobs", "--limit", "2")
+    hint = first.splitlines()[-1]
+    _, older = invoke(app, "jobs", "--limit", "2", "--before", ids[3], "--json")
+    _, newer = invoke(app, "jobs", "--limit", "2", "--after", ids[1], "--json")
+    past = invoke(app, "jobs", "--before", ids[0])
+
+    assert code == 0, first
+    assert [line.split()[0] for line in first.splitlines()[1:3]] == [ids[4], ids[3]]
+    assert hint == f"More: --before {ids[3]}"
+    assert [job["id"] for job in json.loads(older)] == [ids[2], ids[1]]
+    assert [job["id"] for job in json.loads(newer)] == [ids[3], ids[2]]
+    assert past == (0, "No jobs past that point.\n")
+
+
 def test_jobs_rejects_an_unknown_status_listing_the_six_accepted(
     app_and_offload: tuple[Flask, Offload],
 ) -> None:
@@ -501,6 +528,30 @@ def test_show_prints_arguments_result_errors_and_worker_of_one_job(
         }
     ]
     assert details["status"] == "failed" and details["finished_at"] is not None
+
+
+def test_show_prints_what_the_job_logged_after_its_errors(
+    app_and_offload: tuple[Flask, Offload], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, offload = app_and_offload
+    caplog.set_level(logging.INFO, logger="tests.cli.tasks")
+
+    @offload.task(name="tests.logs")
+    def logs() -> None:
+        logging.getLogger("tests.cli.tasks").info("step %d of %d", 1, 2)
+
+    job = logs.enqueue()
+    offload.drain(app)
+
+    code, output = invoke(app, "show", job.id)
+    _, as_json = invoke(app, "show", job.id, "--json")
+
+    assert code == 0, output
+    lines = output.splitlines()
+    assert lines[-2] == "Log:"
+    assert lines[-1].startswith("[attempt 1] ")
+    assert lines[-1].endswith(" INFO tests.cli.tasks: step 1 of 2")
+    assert json.loads(as_json)["log"] == lines[-1]
 
 
 @pytest.mark.parametrize("command", ["show", "cancel", "retry"])
@@ -570,8 +621,9 @@ def test_retry_of_a_task_no_longer_registered_names_it(
 
 
 def test_retry_failed_of_a_task_retries_each_of_its_failed_jobs(
-    app_and_offload: tuple[Flask, Offload],
+    app_and_offload: tuple[Flask, Offload], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("flask_offload.cli.jobs.RETRY_PAGE", 2)
     app, offload = app_and_offload
     make_tasks(offload)
     build = offload.tasks["reports.build"]

@@ -3,6 +3,8 @@ actions, on real SQLite stores."""
 
 from __future__ import annotations
 
+import html
+import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,6 +125,33 @@ def test_the_hook_opens_the_dashboard_to_a_request_the_default_refuses(
     assert client.get("/offload/").status_code == 200
 
 
+def test_without_a_secret_key_a_deployed_dashboard_warns_once_and_on_each_page(
+    open_app: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, offload, client = open_app(debug=False)
+    _, keyed, keyed_client = open_app(debug=False, SECRET_KEY="a real key")
+    _, _, debug_client = open_app()
+    for app_offload in (offload, keyed):
+        app_offload.authorize_dashboard(lambda: True)
+    caplog.set_level(logging.WARNING, logger="flask_offload.dashboard")
+
+    pages = [client.get(path).get_data(as_text=True) for path in ("/offload/",) * 2]
+    keyed_page = keyed_client.get("/offload/jobs").get_data(as_text=True)
+    debug_page = debug_client.get("/offload/").get_data(as_text=True)
+    offload.authorize_dashboard(lambda: False)
+    refused = client.get("/offload/")
+
+    warnings = [r for r in caplog.records if r.name == "flask_offload.dashboard"]
+    assert len(warnings) == 1
+    assert warnings[0].getMessage().startswith("The app has no SECRET_KEY")
+    assert warnings[0].getMessage().endswith("Set SECRET_KEY.")
+    assert all('id="no-secret-key"' in page for page in pages)
+    assert 'id="no-secret-key"' not in keyed_page
+    assert 'id="no-secret-key"' not in debug_page
+    assert refused.status_code == 403
+    assert "SECRET_KEY" not in refused.get_data(as_text=True)
+
+
 def test_the_hook_closes_the_dashboard_to_a_request_the_default_allows(
     open_app: Opener,
 ) -> None:
@@ -206,8 +235,9 @@ def test_a_job_that_has_not_failed_is_not_retried(open_app: Opener) -> None:
 
 
 def test_retry_failed_enqueues_one_new_job_per_failed_job_of_the_task(
-    open_app: Opener,
+    open_app: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("flask_offload.dashboard.RETRY_BATCH", 2)
     _, offload, client = open_app()
     task = offload.task(name="tests.fails")(lambda n: fail(str(n)))
     other = offload.task(name="tests.other")(lambda: fail("other"))
@@ -302,6 +332,33 @@ def test_html_in_arguments_results_and_errors_is_shown_escaped(
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+def test_the_job_page_shows_what_the_task_logged_escaped(
+    open_app: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, offload, client = open_app()
+    caplog.set_level(logging.INFO, logger="tests.dashboard.tasks")
+
+    @offload.task(name="tests.chatty")
+    def chatty(text: str) -> None:
+        logging.getLogger("tests.dashboard.tasks").warning("got %s", text)
+
+    job = chatty.enqueue("<script>alert(1)</script>")
+    quiet = offload.task(name="tests.quiet")(lambda: None).enqueue()
+    offload.drain()
+
+    page = client.get(f"/offload/jobs/{job.id}").get_data(as_text=True)
+    quiet_page = client.get(f"/offload/jobs/{quiet.id}").get_data(as_text=True)
+
+    shown = re.search(r'<pre class="log" id="job-log">([^<]*)</pre>', page)
+    assert shown is not None, page
+    assert shown.group(1).startswith("[attempt 1] ")
+    assert shown.group(1).endswith(
+        "WARNING tests.dashboard.tasks: got &lt;script&gt;alert(1)&lt;/script&gt;"
+    )
+    assert "<script>alert(1)" not in page
+    assert "Nothing logged." in quiet_page
+
+
 def test_the_job_page_shows_each_failures_type_message_and_traceback(
     open_app: Opener,
 ) -> None:
@@ -336,6 +393,41 @@ def test_the_stats_endpoint_has_counts_by_queue_and_status_and_totals(
     assert data["running"] == []
 
 
+def test_the_overview_and_stats_show_the_jobs_finished_in_each_recent_minute(
+    open_app: Opener,
+) -> None:
+    _, offload, client = open_app()
+    works = offload.task(name="tests.works")(lambda: None)
+    breaks = offload.task(name="tests.breaks")(lambda: fail("no"))
+    for _ in range(3):
+        works.enqueue()
+    breaks.enqueue()
+    offload.task(name="tests.never")(lambda: None).enqueue().cancel()
+    offload.drain()
+
+    data = client.get("/offload/stats.json").get_json()
+    page = client.get("/offload/").get_data(as_text=True)
+
+    minutes = data["throughput"]
+    assert len(minutes) == 30
+    assert [m["start"] - minutes[0]["start"] for m in minutes] == list(
+        range(0, 30 * 60, 60)
+    )
+    # The jobs ended a moment ago: in the last minute, or the one before it.
+    recent = minutes[-1] if minutes[-1]["succeeded"] else minutes[-2]
+    assert (recent["succeeded"], recent["failed"]) == (3, 1)
+    assert sum(m["succeeded"] + m["failed"] for m in minutes) == 4
+    # The busiest minute's bars fill the chart: 3 of 4 jobs succeeded.
+    assert page.count('<rect class="bar-succeeded"') == 30
+    assert re.search(
+        r'class="bar-succeeded" x="\d+" y="18.0"\s+width="8" height="42.0"', page
+    )
+    assert re.search(
+        r'class="bar-failed" x="\d+" y="4.0"\s+width="8" height="14.0"', page
+    )
+    assert "3 succeeded, 1 failed</title>" in page
+
+
 def test_searching_by_id_opens_the_job_or_says_it_is_missing(
     open_app: Opener,
 ) -> None:
@@ -351,21 +443,59 @@ def test_searching_by_id_opens_the_job_or_says_it_is_missing(
     assert client.get("/offload/jobs/no-such-job").status_code == 404
 
 
-def test_the_job_list_filters_and_pages_by_fifty(open_app: Opener) -> None:
+def listed_ids(page: str) -> list[str]:
+    return re.findall(r'class="job-id short" href="[^"]+"\s+title="([0-9a-f]+)"', page)
+
+
+def link(page: str, rel: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)" rel="{rel}">', page)
+
+    return None if found is None else html.unescape(found.group(1))
+
+
+def test_the_job_list_pages_by_fifty_through_older_and_newer_links(
+    open_app: Opener,
+) -> None:
     _, offload, client = open_app()
     task = offload.task(name="tests.work")(lambda n: None)
-    for n in range(51):
-        task.enqueue(n)
+    ids = [task.enqueue(n).id for n in range(120)]
     mail = task.using(queue="mail").enqueue(99)
 
-    first = client.get("/offload/jobs?queue=default").get_data(as_text=True)
-    second = client.get("/offload/jobs?queue=default&page=2").get_data(as_text=True)
+    def follow(url: str | None) -> str:
+        assert url is not None
+        return client.get(url).get_data(as_text=True)
 
-    assert first.count('class="job-id short"') == 50
-    assert "Older" in first
-    assert second.count('class="job-id short"') == 1
-    assert "Newer" in second
-    assert mail.id not in first + second
+    first = follow("/offload/jobs?queue=default")
+    second = follow(link(first, "next"))
+    third = follow(link(second, "next"))
+    back = follow(link(third, "prev"))
+    top = follow(link(back, "prev"))
+
+    newest_first = ids[::-1]
+    assert listed_ids(first) == newest_first[:50]
+    assert listed_ids(second) == newest_first[50:100]
+    assert listed_ids(third) == newest_first[100:]
+    assert listed_ids(back) == listed_ids(second)
+    assert listed_ids(top) == listed_ids(first)
+    assert link(first, "prev") is None and link(third, "next") is None
+    assert "queue=default" in (link(second, "next") or "")
+    assert link(top, "first") is None and link(third, "first") == (
+        "/offload/jobs?queue=default"
+    )
+    assert mail.id not in first + second + third
+
+
+def test_a_page_past_the_oldest_job_is_empty_and_leads_back(
+    open_app: Opener,
+) -> None:
+    _, offload, client = open_app()
+    only = offload.task(name="tests.work")(lambda: None).enqueue()
+
+    page = client.get(f"/offload/jobs?before={only.id}").get_data(as_text=True)
+
+    assert listed_ids(page) == []
+    assert "No jobs match." in page
+    assert link(page, "prev") == f"/offload/jobs?after={only.id}"
 
 
 def test_an_unknown_status_filter_is_a_bad_request(open_app: Opener) -> None:

@@ -79,6 +79,9 @@ def create_app(
 @offload.task(name="demo.pretend_to_work")
 def pretend_to_work(seconds: float) -> None:
     """Stand-in for slow work: sleep ``seconds`` in steps, reporting each."""
+    # Kept in the job's log, shown on its dashboard page; in debug mode, where
+    # the app's logger lets INFO through.
+    current_app.logger.info("Working for %g s in %d steps", seconds, STEPS)
     for step in range(1, STEPS + 1):
         time.sleep(seconds / STEPS)
         current_job.set_progress(step, STEPS, f"step {step} of {STEPS}")

@@ -9,6 +9,7 @@ default.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class Settings:
     metrics_url: str | None
     dashboard_url: str | None
     dashboard_poll_seconds: float
+    job_log_level: int | None
 
 
 def _integer(minimum: int) -> Callable[[str, Any], int]:
@@ -120,6 +122,21 @@ def _queues(key: str, value: Any) -> dict[str, int]:
     return limits
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(key: str, value: Any) -> int:
+    """A level name such as ``"INFO"``, or a level number."""
+    if isinstance(value, str) and value.upper() in LOG_LEVELS:
+        return int(getattr(logging, value.upper()))
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigurationError(
+        f"{key} must be one of {', '.join(map(repr, LOG_LEVELS))}, a level "
+        f"number, or None to keep no job logs, not {value!r}."
+    )
+
+
 def _path(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigurationError(
@@ -152,10 +169,12 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, Any], Any]]] = {
     # None, set explicitly, turns the dashboard off.
     "DASHBOARD_URL": ("/offload", _path),
     "DASHBOARD_POLL_SECONDS": (2.0, _seconds(positive=True)),
+    # What a task logs from this level up is kept with its job; None: nothing.
+    "JOB_LOG_LEVEL": (logging.INFO, _log_level),
 }
 
 #: Settings whose default is not None, where an explicit None means "off".
-NONE_TURNS_OFF = frozenset({"DASHBOARD_URL"})
+NONE_TURNS_OFF = frozenset({"DASHBOARD_URL", "JOB_LOG_LEVEL"})
 
 
 def load_settings(config: Mapping[str, Any], instance_path: str) -> Settings:

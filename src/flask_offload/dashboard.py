@@ -20,6 +20,8 @@ import ipaddress
 import json
 import logging
 import secrets
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import (
@@ -27,6 +29,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -36,6 +39,7 @@ from flask import (
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .records import CANCELLED, FAILED, STATUSES, Status
+from .stores import Throughput
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse
@@ -49,6 +53,13 @@ logger = logging.getLogger(__name__)
 BLUEPRINT_NAME = "offload_dashboard"
 PAGE_SIZE = 50
 RECENT_FAILURES = 10
+#: How many failed jobs "retry every failed job" reads at a time.
+RETRY_BATCH = 500
+#: The overview's throughput chart: one bar a minute, this many minutes.
+THROUGHPUT_MINUTES = 30
+#: The chart's drawing area, in SVG units: a bar and its gap per minute.
+CHART_BAR = 10
+CHART_HEIGHT = 60
 TOKEN_SALT = "flask-offload-dashboard"
 #: A page left open for a day still works; older tokens are refused.
 TOKEN_MAX_AGE = 24 * 3600
@@ -81,16 +92,30 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
         static_url_path="/static",
     )
 
+    # Said once per app, at its first dashboard request without a key.
+    warned_of_missing_key: list[bool] = []
+
     @blueprint.before_request
     def check_access() -> BaseResponse | None:
         # The script and style sheet hold no data, and the refusal page uses
         # them.
         if request.endpoint == f"{BLUEPRINT_NAME}.static":
             return None
+        if lacks_secret_key() and not warned_of_missing_key:
+            warned_of_missing_key.append(True)
+            logger.warning(
+                "The app has no SECRET_KEY, so the dashboard signs its forms "
+                "with a key of this process only: under several server "
+                "processes, retry, cancel and delete fail with 'token is "
+                "missing, invalid or more than a day old' whenever another "
+                "process serves the form. Set SECRET_KEY.",
+                extra={"action": "dashboard_no_secret_key"},
+            )
         if not may_open(offload):
             logger.debug("Dashboard refused to %s", request.remote_addr)
             page = render_template("offload/forbidden.html")
             return Response(page, status=403)
+        g.offload_dashboard_open = True
         if request.method == "POST" and not valid_token(request.form.get("token")):
             message = (
                 "This form's token is missing, invalid or more than a day old, "
@@ -117,6 +142,9 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
     def template_globals() -> dict[str, Any]:
         return {
             "token": make_token(),
+            # Said to those let in only: a stranger need not learn it.
+            "no_secret_key": lacks_secret_key()
+            and g.get("offload_dashboard_open", False),
             "statuses": STATUSES,
             "poll_seconds": settings.dashboard_poll_seconds,
             "as_json": as_json,
@@ -133,6 +161,7 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
             totals=totals(counts),
             running=offload.jobs(status="running", limit=PAGE_SIZE),
             failures=failures,
+            chart=chart(offload.state().store.throughput(THROUGHPUT_MINUTES)),
             notice=notice(),
         )
 
@@ -140,11 +169,16 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
     def stats() -> Response:
         counts = offload.stats()
         running = offload.jobs(status="running", limit=PAGE_SIZE)
+        throughput = offload.state().store.throughput(THROUGHPUT_MINUTES)
 
         return jsonify(
             queues=counts,
             totals=totals(counts),
             running=[running_entry(job) for job in running],
+            throughput=[
+                {"start": b.start, "succeeded": b.succeeded, "failed": b.failed}
+                for b in throughput
+            ],
         )
 
     @blueprint.get("/jobs")
@@ -162,26 +196,22 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
             abort(400, f"Unknown status {status!r}; use one of {STATUSES}.")
         queue = request.args.get("queue") or None
         task = request.args.get("task") or None
-        page = request.args.get("page", 1, type=int) or 1
-        page = max(page, 1)
-        # One more than a page tells whether a next page exists.
-        listed = offload.jobs(
-            queue=queue,
-            status=status,
-            task=task,
-            limit=PAGE_SIZE + 1,
-            offset=(page - 1) * PAGE_SIZE,
-        )
         filters = {"queue": queue, "status": status, "task": task}
+        page = list_page(
+            offload,
+            filters,
+            before=request.args.get("before") or None,
+            after=request.args.get("after") or None,
+        )
 
         return render_template(
             "offload/jobs.html",
-            jobs=listed[:PAGE_SIZE],
-            page=page,
-            has_next=len(listed) > PAGE_SIZE,
+            jobs=page.jobs,
+            older=page.older,
+            newer=page.newer,
             filters=filters,
             page_args={key: value for key, value in filters.items() if value},
-            queues=sorted(offload.stats()),
+            queues=known_queues(offload, settings, queue),
             tasks=sorted(offload.tasks),
             missing=missing,
             notice=notice(),
@@ -242,14 +272,15 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
         if task not in offload.tasks:
             abort(400, f"Task {task!r} is not registered in this app.")
 
-        # Collect first: the new jobs must not shift the pages being read.
+        # Collect first, page by page back in time, then enqueue.
         failed: list[Job] = []
         while True:
+            before = failed[-1].id if failed else None
             batch = offload.jobs(
-                status=FAILED, task=task, limit=PAGE_SIZE, offset=len(failed)
+                status=FAILED, task=task, limit=RETRY_BATCH, before=before
             )
             failed.extend(batch)
-            if len(batch) < PAGE_SIZE:
+            if len(batch) < RETRY_BATCH:
                 break
         for old in failed:
             retry_job(offload, old)
@@ -276,6 +307,58 @@ def make_blueprint(offload: Offload, settings: Settings) -> Blueprint:
     return blueprint
 
 
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of the job list, and the cursors of its neighbours: the id
+    to list ``before`` for the older page, ``after`` for the newer one."""
+
+    jobs: list[Job]
+    older: str | None
+    newer: str | None
+
+
+def list_page(
+    offload: Offload,
+    filters: dict[str, Any],
+    *,
+    before: str | None,
+    after: str | None,
+) -> ListPage:
+    """The page of jobs next to a cursor, newest first, read by id whatever
+    its depth. One job more than a page tells whether the list goes on."""
+    wanted = PAGE_SIZE + 1
+    if after is not None:
+        listed = offload.jobs(**filters, limit=wanted, after=after)
+        if len(listed) == wanted:
+            shown = listed[1:]
+            return ListPage(shown, older=shown[-1].id, newer=shown[0].id)
+        # Nothing newer than this page: show the newest, a full page.
+        before = None
+
+    listed = offload.jobs(**filters, limit=wanted, before=before)
+    shown = listed[:PAGE_SIZE]
+    older = shown[-1].id if len(listed) == wanted else None
+    newer = shown[0].id if before is not None and shown else None
+    if before is not None and not shown:
+        # Past the oldest job: the way back is to the jobs newer than it.
+        newer = before
+
+    return ListPage(shown, older=older, newer=newer)
+
+
+def known_queues(offload: Offload, settings: Settings, chosen: str | None) -> list[str]:
+    """The queues the job list offers as filters: those of the registered
+    tasks and of ``OFFLOAD_QUEUES``, and the one chosen. Not counted in the
+    store, which would read every job's entry in an index; the overview
+    links to every queue that has jobs."""
+    names = {task.options.queue for task in offload.tasks.values()}
+    names |= set(settings.queues)
+    if chosen:
+        names.add(chosen)
+
+    return sorted(names)
+
+
 def may_open(offload: Offload) -> bool:
     """Whether the current request may see the dashboard: the app's hook
     decides if it set one; otherwise only a debug app's own machine, asked
@@ -297,6 +380,12 @@ def is_loopback(address: str | None) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
+
+
+def lacks_secret_key() -> bool:
+    """Whether the dashboard's tokens hold in this process only, outside the
+    development server, where that is expected."""
+    return not current_app.secret_key and not current_app.debug
 
 
 def serializer() -> URLSafeTimedSerializer:
@@ -355,6 +444,46 @@ def totals(counts: dict[str, dict[Status, int]]) -> dict[Status, int]:
             summed[status] += count
 
     return summed
+
+
+def chart(buckets: list[Throughput]) -> dict[str, Any]:
+    """The throughput chart's bars: per minute, a succeeded bar with the
+    failed one stacked on it, scaled to the busiest minute. The overview's
+    script draws the same from ``stats.json``."""
+    busiest = max((b.succeeded + b.failed for b in buckets), default=0)
+    scale = (CHART_HEIGHT - 4) / max(busiest, 1)
+    bars = []
+    for number, bucket in enumerate(buckets):
+        succeeded = _bar_height(bucket.succeeded, scale)
+        failed = _bar_height(bucket.failed, scale)
+        minute = time.strftime("%H:%M", time.gmtime(bucket.start))
+        bars.append(
+            {
+                "x": number * CHART_BAR + 1,
+                "succeeded": succeeded,
+                "failed": failed,
+                "succeeded_y": CHART_HEIGHT - succeeded,
+                "failed_y": CHART_HEIGHT - succeeded - failed,
+                "label": f"{minute} UTC: {bucket.succeeded} succeeded, "
+                f"{bucket.failed} failed",
+            }
+        )
+    last = buckets[-1] if buckets else Throughput(0, 0, 0)
+
+    return {
+        "width": CHART_BAR * len(buckets),
+        "height": CHART_HEIGHT,
+        "bar_width": CHART_BAR - 2,
+        "bars": bars,
+        "minutes": len(buckets),
+        "busiest": busiest,
+        "last": last,
+    }
+
+
+def _bar_height(count: int, scale: float) -> float:
+    # A minute with any job shows at least a sliver.
+    return 0.0 if count == 0 else max(1.0, round(count * scale, 2))
 
 
 def running_entry(job: Job) -> dict[str, Any]:

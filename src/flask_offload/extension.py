@@ -456,10 +456,24 @@ class Offload:
         task: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        before: str | None = None,
+        after: str | None = None,
     ) -> list[Job]:
-        """Jobs, newest first, optionally only of one queue, status or task."""
+        """Jobs, newest first, optionally only of one queue, status or task.
+
+        To page through many, pass the id of the last job of a page as
+        ``before`` to get the next (older) page, or the first one's as
+        ``after`` for the previous (newer) page: that costs the same at any
+        depth, where ``offset`` makes the store step over every job it skips.
+        """
         where = ListFilter(
-            queue=queue, status=status, task=task, limit=limit, offset=offset
+            queue=queue,
+            status=status,
+            task=task,
+            limit=limit,
+            offset=offset,
+            before=before,
+            after=after,
         )
         store = self.store
 
@@ -486,7 +500,10 @@ class Offload:
         and can be killed at a job's timeout."""
         state = self.state(app)
         name = default_worker_name()
-        runner = ProcessRunner(app_import_path, name) if job_processes else None
+        log_level = state.settings.job_log_level
+        runner = (
+            ProcessRunner(app_import_path, name, log_level) if job_processes else None
+        )
 
         return Worker(
             state.store,
@@ -501,6 +518,7 @@ class Offload:
             name=name,
             runner=runner,
             sender=app,
+            log_level=log_level,
         )
 
     def drain(self, app: Flask | None = None, *, max_jobs: int | None = None) -> int:

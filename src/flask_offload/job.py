@@ -89,6 +89,15 @@ class Job:
         return [JobError.from_json(json.dumps(item)) for item in json.loads(text)]
 
     @property
+    def log(self) -> str | None:
+        """What the task logged while it ran, as text: one line per record
+        (``[attempt N] HH:MM:SS.mmm LEVEL logger: message``, in UTC), every
+        attempt's lines in order, at most the newest 200 lines and 64 KiB;
+        ``None`` while nothing was logged. Written when an attempt ends, so
+        a running job shows the lines of its earlier attempts only."""
+        return self._record.log
+
+    @property
     def run_at(self) -> datetime:
         """When the job may start (for a scheduled job, or a retry)."""
         return _as_datetime(self._record.run_at)

@@ -96,6 +96,9 @@ class JobRecord:
     result: str | None = None
     error: str | None = None
     progress: str | None = None
+    #: What the task logged while it ran, every attempt's lines; see
+    #: :mod:`flask_offload.joblog`.
+    log: str | None = None
 
 
 @dataclass(slots=True)
@@ -119,6 +122,8 @@ class Outcome:
     #: attempt so far (a JSON list), which the store keeps on the job.
     retry_at: float | None = None
     attempt_errors: str | None = None
+    #: The job's log after this attempt, earlier attempts' lines included.
+    log: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import signals
+from . import joblog, signals
 from .codec import decode_arguments, encode_result
 from .context import JobContext, _current_job
 from .errors import JobCancelled, JobTimeout, Retry
@@ -130,6 +130,7 @@ class Worker:
         fire_schedules: Callable[[], int] | None = None,
         runner: ProcessRunner | None = None,
         sender: object = None,
+        log_level: int | None = logging.INFO,
     ) -> None:
         if threads < 1:
             raise ValueError(f"A worker needs at least one thread, not {threads!r}.")
@@ -147,6 +148,11 @@ class Worker:
         self._runner = runner
         #: What the job signals name as their sender: the Flask app.
         self._sender = sender
+        #: Records at this level or above that a task makes while it runs go
+        #: into its job's log; ``None`` keeps no job logs.
+        self.log_level = log_level
+        if log_level is not None:
+            joblog.install()
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
         self._outbox = _Outbox()
@@ -418,11 +424,14 @@ class Worker:
         signals.send(signals.job_started, self._sender, job=Job(self.store, record))
         started = time.perf_counter()
         token = _current_job.set(context)
+        log_started = joblog.start(record.attempts, self.log_level)
         try:
             outcome = self._call(record, context)
         finally:
+            captured = joblog.stop(log_started)
             _current_job.reset(token)
         duration = time.perf_counter() - started
+        outcome.log = joblog.merged(record.log, captured)
 
         self._typical_duration = 0.7 * self._typical_duration + 0.3 * duration
         if context.unwritten_progress and context.progress is not None:
@@ -582,6 +591,11 @@ class Worker:
         except JobTimeout as timeout:
             return self._failure(record, task, timeout)
 
+        capture = joblog.current()
+        if capture is not None:
+            capture.add_lines(child.log)
+            capture.dropped += child.log_dropped
+
         if child.error is None:
             return Outcome(
                 record.id, record.attempts, SUCCEEDED, time.time(), child.result
@@ -609,6 +623,7 @@ class Worker:
             result=outcome.result,
             error=outcome.error,
             attempt_errors=outcome.attempt_errors or record.attempt_errors,
+            log=outcome.log,
             finished_at=None if outcome.retry_at else outcome.finished_at,
             run_at=outcome.retry_at or record.run_at,
         )

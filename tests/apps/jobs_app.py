@@ -8,6 +8,7 @@ the test sees which process ran what, and how often.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ def record_event(*words: object) -> None:
 @offload.task(name="record")
 def record(tag: str) -> None:
     record_event("done", tag, os.getpid(), current_job.attempt)
+    # INFO: kept when the worker, or the app, lets INFO records be made.
+    logging.getLogger("tests.apps.jobs").info("recorded %s in %d", tag, os.getpid())
 
 
 @offload.task(name="sleep_then_record")

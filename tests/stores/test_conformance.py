@@ -21,6 +21,7 @@ from flask_offload.records import (
     JobError,
     JobRecord,
     Outcome,
+    Status,
     new_job_id,
 )
 from flask_offload.stores import ListFilter, Store
@@ -418,6 +419,48 @@ def test_list_filters_and_pages_newest_first(store: Store) -> None:
     assert store.list_jobs(ListFilter(status=RUNNING)) == []
 
 
+def test_list_pages_by_id_before_and_after_a_cursor(store: Store) -> None:
+    jobs = [make_job(store, task=f"t{i % 2}", queue="q") for i in range(7)]
+    ids = [job.id for job in jobs]
+
+    first = store.list_jobs(ListFilter(limit=3))
+    second = store.list_jobs(ListFilter(limit=3, before=first[-1].id))
+    third = store.list_jobs(ListFilter(limit=3, before=second[-1].id))
+    back = store.list_jobs(ListFilter(limit=3, after=third[0].id))
+    top = store.list_jobs(ListFilter(limit=3, after=second[0].id))
+    between = store.list_jobs(ListFilter(before=ids[5], after=ids[1]))
+    # Two filters: the Redis store scans one index and checks the other.
+    of_task = store.list_jobs(ListFilter(limit=2, queue="q", task="t0", before=ids[6]))
+    newer_of_task = store.list_jobs(
+        ListFilter(limit=2, queue="q", task="t0", after=ids[0])
+    )
+
+    assert [job.id for job in first] == ids[6:3:-1]
+    assert [job.id for job in second] == ids[3:0:-1]
+    assert [job.id for job in third] == [ids[0]]
+    assert [job.id for job in back] == ids[3:0:-1]
+    assert [job.id for job in top] == ids[6:3:-1]
+    assert [job.id for job in between] == ids[4:1:-1]
+    assert [job.id for job in of_task] == [ids[4], ids[2]]
+    assert [job.id for job in newer_of_task] == [ids[4], ids[2]]
+    assert store.list_jobs(ListFilter(before=ids[0])) == []
+    assert store.list_jobs(ListFilter(after=ids[6])) == []
+
+
+def test_running_jobs_page_by_id_too(store: Store) -> None:
+    for _ in range(4):
+        make_job(store)
+    ids = sorted(job.id for job in store.claim("w1", None, 3, LEASE))
+
+    first = store.list_jobs(ListFilter(status=RUNNING, limit=2))
+    older = store.list_jobs(ListFilter(status=RUNNING, limit=2, before=ids[1]))
+    newer = store.list_jobs(ListFilter(status=RUNNING, limit=1, after=ids[0]))
+
+    assert [job.id for job in first] == [ids[2], ids[1]]
+    assert [job.id for job in older] == [ids[0]]
+    assert [job.id for job in newer] == [ids[1]]
+
+
 def test_purge_deletes_only_jobs_finished_before_the_cutoff(
     store: Store, clock: FakeClock
 ) -> None:
@@ -618,6 +661,87 @@ def test_a_retry_outcome_schedules_the_next_attempt_and_keeps_the_errors(
     clock.advance(31)
     (again,) = store.claim("w1", None, 1, LEASE)
     assert again.attempts == 2
+
+
+def test_throughput_counts_the_jobs_that_succeeded_and_failed_each_minute(
+    store: Store, clock: FakeClock
+) -> None:
+    start = clock.now
+    minute = int(start // 60) * 60
+
+    def run(status: Status, ended: float) -> None:
+        make_job(store)
+        (job,) = store.claim("w1", None, 1, LEASE)
+        store.finish("w1", [Outcome(job.id, job.attempts, status, ended)])
+
+    run(SUCCEEDED, start - 60)
+    run(SUCCEEDED, start)
+    run(SUCCEEDED, start + 1)
+    run(FAILED, start)
+    run(SUCCEEDED, start - 3600)  # too long ago to be shown
+    store.cancel(make_job(store).id)
+    make_job(store)
+    store.claim("w1", None, 1, LEASE)
+    clock.advance(LEASE + 40)
+    store.recover(max_recoveries=0)  # fails it now, in a later minute
+
+    shown = store.throughput(minutes=30)
+
+    last = int(clock.now // 60) * 60
+    assert len(shown) == 30
+    assert [bucket.start for bucket in shown] == list(
+        range(last - 29 * 60, last + 60, 60)
+    )
+    counted = {
+        b.start: (b.succeeded, b.failed) for b in shown if b.succeeded or b.failed
+    }
+    assert counted == {minute - 60: (1, 0), minute: (2, 1), last: (0, 1)}
+
+
+def test_throughput_counts_past_minutes_once_and_the_last_ones_again(
+    store: Store, clock: FakeClock
+) -> None:
+    def run(ended: float) -> None:
+        make_job(store)
+        (job,) = store.claim("w1", None, 1, LEASE)
+        store.finish("w1", [Outcome(job.id, job.attempts, SUCCEEDED, ended)])
+
+    run(clock.now - 600)
+    before = store.throughput(minutes=30)
+    run(clock.now - 600)  # reported after its minute settled: not counted
+    run(clock.now - 1)
+    after = store.throughput(minutes=30)
+
+    old = int((clock.now - 600) // 60) * 60
+    assert [b.succeeded for b in before if b.start == old] == [1]
+    assert [b.succeeded for b in after if b.start == old] == [1]
+    assert sum(b.succeeded for b in after) == 2
+
+
+def test_the_log_of_each_outcome_is_kept_and_reaches_the_next_attempt(
+    store: Store, clock: FakeClock
+) -> None:
+    make_job(store)
+    (job,) = store.claim("w1", None, 1, LEASE)
+    first = "[attempt 1] 10:00:00.000 INFO app: <b>trying</b> é\n[attempt 1] x"
+    retry = Outcome(
+        job.id, job.attempts, "scheduled", clock.now, retry_at=clock.now, log=first
+    )
+    store.finish("w1", [retry])
+    (again,) = store.claim("w1", None, 1, LEASE)
+    both = first + "\n[attempt 2] 10:00:01.000 INFO app: done"
+    store.finish("w1", [succeeded(again)])
+    plain = store.get(job.id)
+    make_job(store)
+    (other,) = store.claim("w1", None, 1, LEASE)
+    with_log = succeeded(other)
+    with_log.log = both
+    store.finish("w1", [with_log])
+
+    assert again.log == first
+    assert plain is not None and plain.log is None
+    stored = store.get(other.id)
+    assert stored is not None and stored.log == both
 
 
 def test_enqueueing_a_unique_key_again_returns_the_unfinished_job(

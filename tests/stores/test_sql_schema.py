@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect
 
+from flask_offload.records import Outcome
 from flask_offload.stores import SQLStore
 from flask_offload.stores.sql_schema import (
     CURRENT_VERSION,
@@ -15,6 +16,7 @@ from flask_offload.stores.sql_schema import (
     metadata,
     migrate,
 )
+from tests.stores.conftest import fresh_postgres_database
 
 
 def describe(url: str) -> dict[str, Any]:
@@ -111,3 +113,69 @@ def test_a_version_1_file_with_jobs_is_upgraded_in_place_keeping_them(
     )
     assert [c.id for c in claimed] == ["j1"]
     assert describe(old) == describe(declared)
+
+
+def test_a_version_3_file_with_jobs_gains_job_logs_in_place(tmp_path: Path) -> None:
+    old = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    declared = f"sqlite:///{tmp_path / 'declared.sqlite3'}"
+    with create_engine(old).begin() as connection:
+        for step in MIGRATIONS[:3]:
+            step(connection)
+        connection.execute(meta.insert().values(key="schema_version", value="3"))
+        connection.exec_driver_sql(
+            "INSERT INTO offload_jobs (id, task, queue, priority, status, "
+            "arguments, enqueued_at, run_at, finished_at, attempts, recoveries, "
+            "cancel_requested, result) VALUES ('j0', 'tasks.old', 'default', 0, "
+            "'succeeded', '{\"args\":[],\"kwargs\":{}}', 1.0, 1.0, 2.0, 1, 0, "
+            "0, '1'), ('j1', 'tasks.old', 'default', 0, 'queued', "
+            '\'{"args":[],"kwargs":{}}\', 1.0, 1.0, NULL, 0, 0, 0, NULL)'
+        )
+
+    store = SQLStore(old)
+    store.open()
+    finished = store.get("j0")
+    (claimed,) = store.claim("w1", None, 10, 30)
+    outcome = Outcome("j1", claimed.attempts, "succeeded", 3.0, log="[attempt 1] hi")
+    store.finish("w1", [outcome])
+    logged = store.get("j1")
+    store.close()
+    metadata.create_all(create_engine(declared))
+
+    assert finished is not None and (finished.result, finished.log) == ("1", None)
+    assert logged is not None and logged.log == "[attempt 1] hi"
+    assert describe(old) == describe(declared)
+    with create_engine(old).connect() as connection:
+        assert installed_version(connection) == CURRENT_VERSION == 4
+
+
+def test_a_version_3_postgresql_database_gains_job_logs_in_place() -> None:
+    url = fresh_postgres_database()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for step in MIGRATIONS[:3]:
+            step(connection)
+        connection.execute(meta.insert().values(key="schema_version", value="3"))
+        connection.exec_driver_sql(
+            "INSERT INTO offload_jobs (id, task, queue, priority, status, "
+            "arguments, enqueued_at, run_at, attempts, recoveries, "
+            "cancel_requested) VALUES ('j1', 'tasks.old', 'default', 0, "
+            "'queued', '{\"args\":[],\"kwargs\":{}}', 1.0, 1.0, 0, 0, false)"
+        )
+
+    store = SQLStore(url)
+    store.open()
+    (claimed,) = store.claim("w1", None, 10, 30)
+    store.finish("w1", [Outcome("j1", claimed.attempts, "succeeded", 3.0, log="hi")])
+    logged = store.get("j1")
+    store.close()
+    inspector = inspect(engine)
+    columns = {column["name"] for column in inspector.get_columns("offload_jobs")}
+    indexes = {index["name"] for index in inspector.get_indexes("offload_jobs")}
+    with engine.connect() as connection:
+        version = installed_version(connection)
+    engine.dispose()
+
+    assert logged is not None and logged.log == "hi"
+    assert columns == {column.name for column in metadata.tables["offload_jobs"].c}
+    assert indexes == {index.name for index in metadata.tables["offload_jobs"].indexes}
+    assert version == CURRENT_VERSION

@@ -119,6 +119,7 @@ def _job_details(job: Job) -> dict[str, Any]:
         "finished_at": _iso(job.finished_at),
         "progress": progress,
         "worker": job.worker,
+        "log": job.log,
     }
 
 

@@ -51,11 +51,24 @@ logger = logging.getLogger(__name__)
     help="Show at most this many jobs.",
 )
 @click.option(
+    "--before",
+    metavar="ID",
+    help="Only jobs older than this one: give the last id of a list to see "
+    "the next page.",
+)
+@click.option(
+    "--after",
+    metavar="ID",
+    help="Only jobs newer than this one, the closest first: give the first "
+    "id of a list to see the page before it.",
+)
+@click.option(
     "--offset",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Skip this many of the newest jobs first.",
+    help="Skip this many of the newest jobs first (slower the deeper it "
+    "goes; --before is not).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 def jobs_command(
@@ -63,18 +76,26 @@ def jobs_command(
     status: Status | None,
     task: str | None,
     limit: int,
+    before: str | None,
+    after: str | None,
     offset: int,
     as_json: bool,
 ) -> None:
     """List jobs, newest first, with their id, task, queue, status, attempts
     and when they were enqueued (in UTC).
 
-    Page through more with --offset; look at one job with 'flask offload
-    show ID'.
+    Page through more with --before the last id shown; look at one job with
+    'flask offload show ID'.
     """
     state = _offload_state()
     jobs = state.offload.jobs(
-        queue=queue, status=status, task=task, limit=limit, offset=offset
+        queue=queue,
+        status=status,
+        task=task,
+        limit=limit,
+        offset=offset,
+        before=before,
+        after=after,
     )
 
     if as_json:
@@ -82,7 +103,8 @@ def jobs_command(
         return
 
     if not jobs:
-        click.echo("No jobs match." if offset == 0 else "No jobs past that offset.")
+        paged = offset or before or after
+        click.echo("No jobs past that point." if paged else "No jobs match.")
         return
 
     rows = [["id", "task", "queue", "status", "attempts", "enqueued"]]
@@ -98,6 +120,8 @@ def jobs_command(
             ]
         )
     click.echo("\n".join(_aligned(rows, numeric_from=None)))
+    if len(jobs) == limit:
+        click.echo(f"More: --before {jobs[-1].id}", err=True)
 
 
 @offload_group.command("show")
@@ -105,7 +129,8 @@ def jobs_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def show_command(job_id: str, as_json: bool) -> None:
     """Show one job: its arguments, result, the error of each failed attempt
-    with its traceback, its timings, progress and worker."""
+    with its traceback, its timings, progress and worker, and what its task
+    logged."""
     job = _find_job(job_id)
 
     if as_json:
@@ -138,6 +163,11 @@ def show_command(job_id: str, as_json: bool) -> None:
         click.echo()
         click.echo(f"Error of attempt {number}: {error.type}: {error.message}")
         click.echo(error.traceback.rstrip("\n"))
+
+    if job.log:
+        click.echo()
+        click.echo("Log:")
+        click.echo(job.log)
 
 
 @offload_group.command("retry")
@@ -177,7 +207,10 @@ def retry_command(job_id: str | None, failed_of: str | None) -> None:
     state = _offload_state()
     failed: list[Job] = []
     while page := state.offload.jobs(
-        status=FAILED, task=failed_of, limit=RETRY_PAGE, offset=len(failed)
+        status=FAILED,
+        task=failed_of,
+        limit=RETRY_PAGE,
+        before=failed[-1].id if failed else None,
     ):
         failed.extend(page)
 

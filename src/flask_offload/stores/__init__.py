@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigurationError
-from .base import Heartbeat, ListFilter, Store
+from .base import Heartbeat, ListFilter, Store, Throughput
 from .memory import MemoryStore
 from .sql import SQLStore
 
-__all__ = ["Heartbeat", "ListFilter", "MemoryStore", "SQLStore", "Store"]
+__all__ = [
+    "Heartbeat",
+    "ListFilter",
+    "MemoryStore",
+    "SQLStore",
+    "Store",
+    "Throughput",
+]
 
 ACCEPTED_URLS = (
     "'sqlite:///path/to/file', 'postgresql://user@host/database', "

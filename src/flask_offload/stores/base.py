@@ -11,26 +11,71 @@ Time comes from ``self.clock`` so that tests can drive time-based behaviour
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..records import STATUSES, JobRecord, Outcome, Status
+from ..records import FAILED, STATUSES, SUCCEEDED, JobRecord, Outcome, Status
 
 Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
 class ListFilter:
-    """What :meth:`Store.list_jobs` returns: newest first, at most ``limit``."""
+    """What :meth:`Store.list_jobs` returns: newest first, at most ``limit``.
+
+    Pages are read by id, which orders jobs by creation: ``before`` keeps
+    only jobs older than that id (the next page of a list is the jobs before
+    the last one shown), ``after`` only newer ones, and then the ``limit``
+    jobs closest to it, so that the previous page is the jobs after the
+    first one shown. Either costs the same at any depth, unlike ``offset``,
+    which skips that many matching jobs and is kept for callers that count.
+    """
 
     queue: str | None = None
     status: Status | None = None
     task: str | None = None
     limit: int = 50
     offset: int = 0
+    before: str | None = None
+    after: str | None = None
+
+
+def page_of(records: list[JobRecord], where: ListFilter) -> list[JobRecord]:
+    """The page of ``where`` (its cursors, offset and limit, newest first)
+    out of ``records`` that already match its filters, in any order."""
+    matching = [
+        record
+        for record in records
+        if (where.before is None or record.id < where.before)
+        and (where.after is None or record.id > where.after)
+    ]
+    closest_first = where.after is not None
+    matching.sort(key=lambda record: record.id, reverse=not closest_first)
+    page = matching[where.offset : where.offset + where.limit]
+
+    return page[::-1] if closest_first else page
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """How many jobs ended in one minute, from ``start`` (seconds since the
+    epoch, a whole minute) to a minute later."""
+
+    start: int
+    succeeded: int
+    failed: int
+
+
+#: How far back :meth:`Store.throughput` can look; the Redis store keeps its
+#: counts this long.
+THROUGHPUT_MINUTES_KEPT = 120
+#: A minute's throughput is counted again until this long after its end, to
+#: take in outcomes that a worker reported late (it sends them in batches).
+THROUGHPUT_SETTLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +105,10 @@ class Store(ABC):
         self.queue_limits: dict[str, int] = dict(queue_limits or {})
         self._work = Bell()
         self._changes = Bell()
+        #: Throughput of minutes long past, which no longer change: only the
+        #: last minutes are counted again at each call.
+        self._settled_minutes: dict[int, Throughput] = {}
+        self._settled_lock = threading.Lock()
 
     def describe(self) -> str:
         """Where the jobs are, for people reading messages; never includes a
@@ -161,6 +210,54 @@ class Store(ABC):
     def counts(self) -> dict[str, dict[Status, int]]:
         """Return the number of jobs by queue, then by status. Every status is
         present for every queue that has any job."""
+
+    def throughput(self, minutes: int = 30) -> list[Throughput]:
+        """How many jobs succeeded and failed in each of the last ``minutes``
+        minutes, the current one included, oldest first, across every
+        process that shares the store. Cancelled jobs are not counted."""
+        minutes = max(1, min(minutes, THROUGHPUT_MINUTES_KEPT))
+        now = self.clock()
+        current = math.floor(now / 60) * 60
+        first = current - (minutes - 1) * 60
+        with self._settled_lock:
+            settled = dict(self._settled_minutes)
+        unknown = first
+        while unknown in settled and unknown < current:
+            unknown += 60
+        # Only the minutes not settled yet are read: a dashboard polls this
+        # every few seconds, and a busy store may hold a million jobs that
+        # ended in the last half hour.
+        counted = self.finished_per_minute(unknown)
+        fresh = {
+            start: Throughput(
+                start,
+                counted.get((start, SUCCEEDED), 0),
+                counted.get((start, FAILED), 0),
+            )
+            for start in range(unknown, current + 60, 60)
+        }
+        with self._settled_lock:
+            for start, bucket in fresh.items():
+                if start + 60 + THROUGHPUT_SETTLE_SECONDS < now:
+                    self._settled_minutes[start] = bucket
+            oldest = current - THROUGHPUT_MINUTES_KEPT * 60
+            for start in [s for s in self._settled_minutes if s < oldest]:
+                del self._settled_minutes[start]
+
+        return [
+            fresh.get(start) or settled[start]
+            for start in range(first, current + 60, 60)
+        ]
+
+    @abstractmethod
+    def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
+        """How many jobs ended as ``succeeded`` and as ``failed`` in each
+        minute from ``since`` (a whole minute, in seconds since the epoch) on,
+        keyed by the minute's start and the status; minutes with none may be
+        left out. It must stay cheap however many finished jobs the store
+        keeps: it reads only the jobs that ended since then, or counts kept
+        per minute. Counting finished jobs, a store may miss those purged
+        meanwhile."""
 
     @abstractmethod
     def set_progress(

@@ -17,12 +17,13 @@ from ..records import (
     QUEUED,
     RUNNING,
     SCHEDULED,
+    SUCCEEDED,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
     Status,
 )
-from .base import Clock, Heartbeat, ListFilter, Store
+from .base import Clock, Heartbeat, ListFilter, Store, page_of
 from .limits import Admission
 from .messages import lost_worker_error
 
@@ -121,6 +122,7 @@ class MemoryStore(Store):
                     job.attempt_errors = outcome.attempt_errors
                 job.result = outcome.result
                 job.error = outcome.error
+                job.log = outcome.log
                 if outcome.progress is not None:
                     job.progress = outcome.progress
                 job.worker = None
@@ -200,9 +202,8 @@ class MemoryStore(Store):
                 and (where.status is None or job.status == where.status)
                 and (where.task is None or job.task == where.task)
             ]
-        matching.sort(key=lambda job: job.id, reverse=True)
 
-        return matching[where.offset : where.offset + where.limit]
+        return page_of(matching, where)
 
     def counts(self) -> dict[str, dict[Status, int]]:
         counts: dict[str, dict[Status, int]] = {}
@@ -212,6 +213,19 @@ class MemoryStore(Store):
                 by_status[job.status] += 1
 
         return counts
+
+    def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
+        counted: dict[tuple[int, Status], int] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                ended = job.finished_at
+                if job.status not in (SUCCEEDED, FAILED) or ended is None:
+                    continue
+                if ended >= since:
+                    key = (int(ended // 60) * 60, job.status)
+                    counted[key] = counted.get(key, 0) + 1
+
+        return counted
 
     def set_progress(
         self, job_id: str, worker: str, attempt: int, progress: str

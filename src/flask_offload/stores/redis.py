@@ -34,6 +34,10 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     Sorted sets of ids, all scored 0, so that they sort by id: ids are
     time-ordered hex, so this is creation order, and listing newest first is
     a reverse range.
+``finished-per-minute:{minute}`` (hashes)
+    How many jobs succeeded and failed in the minute that starts at
+    ``{minute}`` (seconds since the epoch), for the dashboard's throughput;
+    each expires two hours after its last count.
 ``counts`` (hash)
     ``{status}:{queue}`` to a number, kept by every script, so
     :meth:`RedisStore.counts` never scans.
@@ -71,7 +75,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 from redis.commands.core import Script
 
-from ..records import STATUSES, JobRecord, Outcome, Status
+from ..records import FAILED, STATUSES, SUCCEEDED, JobRecord, Outcome, Status
 from .base import Clock, Heartbeat, ListFilter, Store
 from .messages import lost_worker_error
 from .redis_scripts import PRELUDE, SCRIPTS
@@ -280,9 +284,12 @@ class RedisStore(Store):
             where.task or "",
             max(0, where.offset),
             max(0, where.limit),
+            where.before or "",
+            where.after or "",
         )
+        records = [_decode(row) for row in rows]
 
-        return [_decode(row) for row in rows]
+        return records[::-1] if where.after else records
 
     def counts(self) -> dict[str, dict[Status, int]]:
         counts: dict[str, dict[Status, int]] = {}
@@ -293,6 +300,21 @@ class RedisStore(Store):
                 by_status[status] = int(number)
 
         return counts
+
+    def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
+        now = int(self.clock() // 60) * 60
+        minutes = range(since, now + 60, 60)
+        pipeline = self._redis().pipeline(transaction=False)
+        for start in minutes:
+            pipeline.hgetall(f"{self.prefix}finished-per-minute:{start}")
+
+        counted: dict[tuple[int, Status], int] = {}
+        for start, row in zip(minutes, pipeline.execute(), strict=True):
+            for status, number in row.items():
+                if status in (SUCCEEDED, FAILED):
+                    counted[(start, status)] = int(number)
+
+        return counted
 
     def set_progress(
         self, job_id: str, worker: str, attempt: int, progress: str
@@ -586,7 +608,7 @@ def _outcome(outcome: Outcome) -> dict[str, str | int]:
         "status": outcome.status,
         "finished_at": _number(outcome.finished_at),
     }
-    for name in ("result", "error", "progress", "attempt_errors"):
+    for name in ("result", "error", "progress", "attempt_errors", "log"):
         value = getattr(outcome, name)
         if value is not None:
             sent[name] = value

@@ -8,6 +8,7 @@ from __future__ import annotations
 # of the store that runs the script, ARGV[3] the time now.
 PRELUDE = r"""
 local P, TOKEN, NOW_TEXT = ARGV[1], ARGV[2], ARGV[3]
+local KEEP_PER_MINUTE = 7200
 local NOW = tonumber(NOW_TEXT)
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
 -- An inbox left behind by a thread that died is dropped after a minute.
@@ -221,6 +222,17 @@ local function hand_to_idle(limits)
   return false
 end
 
+-- Jobs that succeeded or failed, counted per minute of their end in a hash
+-- per minute that expires once no dashboard looks that far back.
+local function count_finished(status, finished_at)
+  if status == 'succeeded' or status == 'failed' then
+    local key = P .. 'finished-per-minute:'
+      .. string.format('%d', math.floor(tonumber(finished_at) / 60) * 60)
+    redis.call('HINCRBY', key, status, 1)
+    redis.call('EXPIRE', key, KEEP_PER_MINUTE)
+  end
+end
+
 -- Tell other processes' stores; they ring their in-process bells.
 local function announce(kind)
   redis.call('PUBLISH', P .. 'events', TOKEN .. ':' .. kind)
@@ -409,7 +421,7 @@ for _, o in ipairs(cjson.decode(ARGV[5])) do
     if o.attempt_errors then
       redis.call('HSET', key, 'attempt_errors', o.attempt_errors)
     end
-    for _, name in ipairs({'result', 'error'}) do
+    for _, name in ipairs({'result', 'error', 'log'}) do
       if o[name] then
         redis.call('HSET', key, name, o[name])
       else
@@ -421,6 +433,7 @@ for _, o in ipairs(cjson.decode(ARGV[5])) do
     end
     if FINISHED[o.status] then
       redis.call('ZADD', P .. 'finished', o.finished_at, id)
+      count_finished(o.status, o.finished_at)
       free_unique(id, h[6])
     else
       place_waiting(id, o.status, queue, h[7], run_at)
@@ -513,6 +526,7 @@ for i = 4, #ARGV, 4 do
       set_status(id, h[5], 'running', 'failed')
       redis.call('HSET', key, 'finished_at', NOW_TEXT, 'error', failure)
       redis.call('ZADD', P .. 'finished', NOW_TEXT, id)
+      count_finished('failed', NOW_TEXT)
       free_unique(id, h[9])
     end
     done[#done + 1] = id
@@ -625,10 +639,21 @@ publish('w')
 return 1
 """
 
-# ARGV[4] queue, [5] status, [6] task ('' for any), [7] offset, [8] limit.
+# ARGV[4] queue, [5] status, [6] task ('' for any), [7] offset, [8] limit,
+# [9] before, [10] after (ids, '' for none). The index sets hold ids at one
+# score, so they sort by id and a cursor is a bound of a range by text:
+# newest first below ``before``; with ``after``, oldest first above it, so
+# that the page closest to it comes first (the caller turns it round).
 _LIST = r"""
 local queue, status, task = ARGV[4], ARGV[5], ARGV[6]
 local skip, want = tonumber(ARGV[7]), tonumber(ARGV[8])
+local upper, lower, oldest_first = '+', '-', ARGV[10] ~= ''
+if ARGV[9] ~= '' then
+  upper = '(' .. ARGV[9]
+end
+if oldest_first then
+  lower = '(' .. ARGV[10]
+end
 local index, filters = P .. 'jobs', 0
 if status ~= '' then
   index = P .. 'status:' .. status
@@ -645,10 +670,17 @@ for _, given in ipairs({queue, status, task}) do
   end
 end
 
+local function slice(start, count)
+  if oldest_first then
+    return redis.call('ZRANGEBYLEX', index, lower, upper, 'LIMIT', start, count)
+  end
+  return redis.call('ZREVRANGEBYLEX', index, upper, lower, 'LIMIT', start, count)
+end
+
 local found = {}
 if filters <= 1 then
   if want > 0 then
-    for _, id in ipairs(redis.call('ZREVRANGE', index, skip, skip + want - 1)) do
+    for _, id in ipairs(slice(skip, want)) do
       found[#found + 1] = redis.call('HGETALL', job_key(id))
     end
   end
@@ -657,7 +689,7 @@ end
 
 local start = 0
 while #found < want do
-  local ids = redis.call('ZREVRANGE', index, start, start + 199)
+  local ids = slice(start, 200)
   if #ids == 0 then
     break
   end

@@ -52,12 +52,13 @@ from ..records import (
     FAILED,
     FINISHED_STATUSES,
     QUEUED,
+    RUNNING,
     WAITING_STATUSES,
     JobRecord,
     Outcome,
     Status,
 )
-from .base import Bell, Clock, Heartbeat, ListFilter, Store
+from .base import Bell, Clock, Heartbeat, ListFilter, Store, page_of
 from .limits import Admission
 from .messages import lost_worker_error
 from .sql_schema import jobs, migrate, schedules
@@ -74,8 +75,10 @@ from .sql_statements import (
     _TAKE_OFFERED,
     _as_record,
     _as_row,
+    _finished_per_minute_statement,
     _held_statement,
     _is_unique_violation,
+    _list_statement,
     _numbered,
     _padded,
     _Prepared,
@@ -467,18 +470,15 @@ class SQLStore(Store):
         return None if row is None else _as_record(row)
 
     def list_jobs(self, where: ListFilter) -> list[JobRecord]:
-        query = select(*_COLUMNS)
-        if where.queue is not None:
-            query = query.where(jobs.c.queue == where.queue)
-        if where.status is not None:
-            query = query.where(jobs.c.status == where.status)
-        if where.task is not None:
-            query = query.where(jobs.c.task == where.task)
-        query = query.order_by(jobs.c.id.desc()).limit(where.limit).offset(where.offset)
+        query = _list_statement(where)
         with self._read() as connection:
             rows = connection.execute(query).all()
+        records = [_as_record(row) for row in rows]
+        if where.status == RUNNING:
+            # Read whole: see _list_statement.
+            return page_of(records, where)
 
-        return [_as_record(row) for row in rows]
+        return records[::-1] if where.after is not None else records
 
     def counts(self) -> dict[str, dict[Status, int]]:
         query = select(jobs.c.queue, jobs.c.status, func.count()).group_by(
@@ -492,6 +492,13 @@ class SQLStore(Store):
             counts.setdefault(queue, self.empty_counts())[status] = count
 
         return counts
+
+    def finished_per_minute(self, since: int) -> dict[tuple[int, Status], int]:
+        query = _finished_per_minute_statement(since, postgres=self.is_postgres)
+        with self._read() as connection:
+            rows = connection.execute(query).all()
+
+        return {(int(number) * 60, status): count for number, status, count in rows}
 
     def set_progress(
         self, job_id: str, worker: str, attempt: int, progress: str
@@ -871,6 +878,7 @@ class SQLStore(Store):
                         "b_progress": by_id[job_id].progress,
                         "b_retry_at": by_id[job_id].retry_at,
                         "b_attempt_errors": by_id[job_id].attempt_errors,
+                        "b_log": by_id[job_id].log,
                     }
                     for job_id in applied
                 ],

@@ -65,6 +65,8 @@ def _define(metadata: MetaData, version: int) -> Table:
         columns += _version_2_columns()
     if version >= 3:
         columns += _version_3_columns()
+    if version >= 4:
+        columns += _version_4_columns()
 
     jobs: Table = Table(
         "offload_jobs",
@@ -100,7 +102,9 @@ def _define(metadata: MetaData, version: int) -> Table:
     else:
         _running_index(jobs)
     if version >= 3:
-        _version_3_indexes(jobs)
+        _version_3_indexes(jobs, version)
+    if version >= 4:
+        _finished_by_status_index(jobs)
 
     Table(
         "offload_meta",
@@ -144,11 +148,33 @@ def _version_3_columns() -> list[Column[Any]]:
     ]
 
 
-def _version_3_indexes(jobs: Table) -> list[Index]:
+def _version_4_columns() -> list[Column[Any]]:
+    """What the task logged while it ran, every attempt's lines."""
+    return [Column("log", Text)]
+
+
+def _finished_by_status_index(jobs: Table) -> Index:
+    """Since version 4, in place of version 3's index of finished jobs by
+    when they ended: the same with their status, so that the dashboard counts
+    the jobs that finished in each of the last minutes from the index alone,
+    and old jobs are still purged without reading the table."""
+    finished = jobs.c.finished_at.is_not(None)
+
+    return Index(
+        "ix_offload_jobs_finished_status",
+        jobs.c.finished_at,
+        jobs.c.status,
+        sqlite_where=finished,
+        postgresql_where=finished,
+    )
+
+
+def _version_3_indexes(jobs: Table, version: int) -> list[Index]:
     """Since version 3: scheduled jobs by run time, so a claim finds the due
     ones at once; at most one waiting or running job per unique key, which
-    the database itself enforces; and finished jobs by when they ended, so
-    that old ones are purged without reading the table."""
+    the database itself enforces; and (until version 4 replaced it) finished
+    jobs by when they ended, so that old ones are purged without reading the
+    table."""
     scheduled = jobs.c.status == literal_column("'scheduled'")
     unfinished = and_(
         jobs.c.unique_key.is_not(None),
@@ -157,18 +183,12 @@ def _version_3_indexes(jobs: Table) -> list[Index]:
         ),
     )
 
-    return [
+    indexes = [
         Index(
             "ix_offload_jobs_scheduled",
             jobs.c.run_at,
             sqlite_where=scheduled,
             postgresql_where=scheduled,
-        ),
-        Index(
-            "ix_offload_jobs_finished",
-            jobs.c.finished_at,
-            sqlite_where=jobs.c.finished_at.is_not(None),
-            postgresql_where=jobs.c.finished_at.is_not(None),
         ),
         Index(
             "ix_offload_jobs_unique",
@@ -178,6 +198,17 @@ def _version_3_indexes(jobs: Table) -> list[Index]:
             postgresql_where=unfinished,
         ),
     ]
+    if version == 3:
+        indexes.append(
+            Index(
+                "ix_offload_jobs_finished",
+                jobs.c.finished_at,
+                sqlite_where=jobs.c.finished_at.is_not(None),
+                postgresql_where=jobs.c.finished_at.is_not(None),
+            )
+        )
+
+    return indexes
 
 
 def _running_index(jobs: Table) -> Index:
@@ -240,12 +271,30 @@ def _add_policies(connection: Connection) -> None:
         connection.execute(CreateIndex(_index(version_3.tables["offload_jobs"], name)))
 
 
+def _add_job_logs(connection: Connection) -> None:
+    """Version 4: each job's log, and finished jobs indexed with their
+    status."""
+    dialect = connection.dialect
+    for column in _version_4_columns():
+        connection.exec_driver_sql(
+            f"ALTER TABLE offload_jobs ADD COLUMN {column.name} "
+            f"{column.type.compile(dialect=dialect)}"
+        )
+
+    version_3 = _define(MetaData(), 3)
+    connection.execute(DropIndex(_index(version_3, "ix_offload_jobs_finished")))
+    version_4 = _define(MetaData(), 4)
+    connection.execute(
+        CreateIndex(_index(version_4, "ix_offload_jobs_finished_status"))
+    )
+
+
 def _index(table: Table, name: str) -> Index:
     return next(index for index in table.indexes if index.name == name)
 
 
 metadata = MetaData()
-jobs = _define(metadata, 3)
+jobs = _define(metadata, 4)
 meta = metadata.tables["offload_meta"]
 schedules = metadata.tables["offload_schedules"]
 
@@ -258,6 +307,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _create_version_1,
     _add_concurrency_keys,
     _add_policies,
+    _add_job_logs,
 ]
 CURRENT_VERSION = len(MIGRATIONS)
 

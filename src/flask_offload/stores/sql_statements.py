@@ -13,7 +13,10 @@ from collections.abc import (
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
+    Select,
     bindparam,
+    cast,
     func,
     insert,
     literal_column,
@@ -23,14 +26,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import BindParameter, ClauseElement
+from sqlalchemy.sql.expression import BindParameter, ClauseElement, ColumnElement
 
 from ..records import (
+    FAILED,
     QUEUED,
     RUNNING,
     SCHEDULED,
+    STATUSES,
+    SUCCEEDED,
     JobRecord,
 )
+from .base import ListFilter
 from .sql_schema import jobs
 
 _COLUMNS = tuple(jobs.c)
@@ -55,6 +62,7 @@ _FINISH = (
         attempt_errors=func.coalesce(
             bindparam("b_attempt_errors"), jobs.c.attempt_errors
         ),
+        log=bindparam("b_log"),
         worker=None,
         lease_expires_at=None,
     )
@@ -181,6 +189,53 @@ def _padded(values: list[str]) -> list[str]:
 
 def _tuple(queues: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if queues is None else tuple(queues)
+
+
+def _list_statement(where: ListFilter) -> Select[Any]:
+    """The jobs ``where`` asks for, newest first; after an ``after`` cursor,
+    the closest first, for the caller to turn round. Running jobs come whole
+    and unordered, for the caller to page: they are few (one per worker
+    thread at most), but SQLite would rather walk the whole table in id
+    order than read their partial index and sort them."""
+    query = select(*_COLUMNS)
+    if where.queue is not None:
+        query = query.where(jobs.c.queue == where.queue)
+    if where.status in STATUSES:
+        # A literal, so that SQLite sees that a partial index applies.
+        query = query.where(jobs.c.status == literal_column(f"'{where.status}'"))
+    elif where.status is not None:
+        query = query.where(jobs.c.status == where.status)
+    if where.task is not None:
+        query = query.where(jobs.c.task == where.task)
+    if where.status == RUNNING:
+        return query
+
+    if where.before is not None:
+        query = query.where(jobs.c.id < where.before)
+    if where.after is not None:
+        query = query.where(jobs.c.id > where.after)
+    order = jobs.c.id.asc() if where.after is not None else jobs.c.id.desc()
+
+    return query.order_by(order).limit(where.limit).offset(where.offset)
+
+
+def _finished_per_minute_statement(since: int, *, postgres: bool) -> Select[Any]:
+    """Jobs that succeeded or failed since ``since``, counted by minute and
+    status, from the index of finished jobs by end time and status alone."""
+    if postgres:
+        minute: ColumnElement[Any] = func.floor(jobs.c.finished_at / 60)
+    else:
+        minute = cast(jobs.c.finished_at / 60, Integer)
+
+    return (
+        select(minute, jobs.c.status, func.count())
+        .where(
+            jobs.c.finished_at.is_not(None),
+            jobs.c.finished_at >= since,
+            jobs.c.status.in_([SUCCEEDED, FAILED]),
+        )
+        .group_by(minute, jobs.c.status)
+    )
 
 
 def _held_statement(count: int) -> ClauseElement:

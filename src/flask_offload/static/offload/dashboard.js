@@ -11,6 +11,8 @@
   var runningList = document.getElementById("running");
   var noneRunning = document.getElementById("none-running");
   var newQueues = document.getElementById("new-queues");
+  var chart = document.getElementById("throughput");
+  var SVG = "http://www.w3.org/2000/svg";
 
   if (!statsUrl) {
     return;
@@ -86,6 +88,57 @@
     noneRunning.hidden = data.running.length > 0;
   }
 
+  function twoDigits(number) {
+    return (number < 10 ? "0" : "") + number;
+  }
+
+  function barHeight(count, scale) {
+    return count === 0 ? 0 : Math.max(1, Math.round(count * scale * 100) / 100);
+  }
+
+  // Redraws the chart as the page drew it: per minute a succeeded bar with
+  // the failed one stacked on it, scaled to the busiest minute.
+  function updateThroughput(data) {
+    var minutes = data.throughput || [];
+    if (!chart || minutes.length === 0) {
+      return;
+    }
+    var box = chart.viewBox.baseVal;
+    var step = box.width / minutes.length;
+    var barWidth = Number(chart.dataset.barWidth);
+    var busiest = minutes.reduce(function (most, minute) {
+      return Math.max(most, minute.succeeded + minute.failed);
+    }, 0);
+    var scale = (box.height - 4) / Math.max(busiest, 1);
+    var groups = minutes.map(function (minute, number) {
+      var when = new Date(minute.start * 1000);
+      var succeeded = barHeight(minute.succeeded, scale);
+      var failed = barHeight(minute.failed, scale);
+      var group = document.createElementNS(SVG, "g");
+      var title = document.createElementNS(SVG, "title");
+      title.textContent = twoDigits(when.getUTCHours()) + ":" +
+        twoDigits(when.getUTCMinutes()) + " UTC: " + minute.succeeded +
+        " succeeded, " + minute.failed + " failed";
+      group.append(title);
+      [["bar-succeeded", box.height - succeeded, succeeded],
+        ["bar-failed", box.height - succeeded - failed, failed]].forEach(function (bar) {
+        var rect = document.createElementNS(SVG, "rect");
+        rect.setAttribute("class", bar[0]);
+        rect.setAttribute("x", String(number * step + 1));
+        rect.setAttribute("y", String(bar[1]));
+        rect.setAttribute("width", String(barWidth));
+        rect.setAttribute("height", String(bar[2]));
+        group.append(rect);
+      });
+      return group;
+    });
+    chart.replaceChildren.apply(chart, groups);
+    var last = minutes[minutes.length - 1];
+    setText(document.getElementById("throughput-succeeded"), last.succeeded);
+    setText(document.getElementById("throughput-failed"), last.failed);
+    setText(document.getElementById("throughput-busiest"), busiest);
+  }
+
   function poll() {
     fetch(statsUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
@@ -97,6 +150,7 @@
       .then(function (data) {
         updateCounts(data);
         updateRunning(data);
+        updateThroughput(data);
         setText(live, "updated " + new Date().toLocaleTimeString());
       })
       .catch(function () {
