@@ -157,11 +157,9 @@ def measure_redis(url: str, finished: int) -> float:
         store.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.claim_cost")
-    parser.add_argument("--big", type=int, default=1_000_000)
-    arguments = parser.parse_args()
-
+def measure_all(big: int) -> list[dict[str, float | str]]:
+    """Each system's median one-job claim, in ms, with 1,000 and with
+    ``big`` finished jobs kept."""
     from .peers.systems import REDIS_URL, offload_url, reset
 
     systems = ["sqlite", "postgres", "redis"]
@@ -172,12 +170,10 @@ def main() -> None:
     else:
         systems.append("procrastinate")
 
-    print(
-        f"{'store':14} {'1,000 finished':>16} {f'{arguments.big:,} finished':>18} ratio"
-    )
+    rows: list[dict[str, float | str]] = []
     for label in systems:
         costs = []
-        for finished in (1_000, arguments.big):
+        for finished in (1_000, big):
             if label == "sqlite":
                 url = f"sqlite:///{tempfile.mkdtemp()}/claims.sqlite3"
                 costs.append(measure(url, finished))
@@ -190,11 +186,33 @@ def main() -> None:
                     costs.append(measure(url, finished))
                 else:
                     costs.append(procrastinate_claim_cost(url, finished))
-        print(
-            f"{label:14} {costs[0] * 1000:>13.3f} ms {costs[1] * 1000:>15.3f} ms "
-            f"{costs[1] / costs[0]:>5.2f}",
-            flush=True,
+        rows.append(
+            {
+                "system": label,
+                "small_ms": costs[0] * 1000,
+                "big_ms": costs[1] * 1000,
+                "ratio": costs[1] / costs[0],
+            }
         )
+
+    return rows
+
+
+def print_rows(rows: list[dict[str, float | str]], big: int) -> None:
+    print(f"{'store':14} {'1,000 finished':>16} {f'{big:,} finished':>18} ratio")
+    for row in rows:
+        print(
+            f"{row['system']:14} {row['small_ms']:>13.3f} ms "
+            f"{row['big_ms']:>15.3f} ms {row['ratio']:>5.2f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.claim_cost")
+    parser.add_argument("--big", type=int, default=1_000_000)
+    arguments = parser.parse_args()
+
+    print_rows(measure_all(arguments.big), arguments.big)
 
 
 if __name__ == "__main__":

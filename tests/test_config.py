@@ -26,7 +26,7 @@ def test_an_unknown_setting_fails_at_init_app_naming_the_key(tmp_path: Path) -> 
         ("OFFLOAD_WORKER_THREADS", "2", "an int of at least 0"),
         ("OFFLOAD_LEASE_SECONDS", 0, "greater than 0"),
         ("OFFLOAD_SQLITE_SYNCHRONOUS", "OFF", "'NORMAL', 'FULL', 'EXTRA'"),
-        ("OFFLOAD_URL", "mysql://localhost/x", "does not have yet"),
+        ("OFFLOAD_URL", "mysql://localhost/x", "does not support"),
         ("OFFLOAD_URL", "ftp://x", "not a store URL"),
         ("OFFLOAD_QUEUES", ["mail"], "a dict of queue names to settings"),
     ],

@@ -1,5 +1,6 @@
 """Draw ``bench/results/peers.json`` as ``docs/images/peers.png``: drain
-throughput with one and four workers, and p50 latency, per system.
+throughput with one and four workers and p50 latency per system, and the
+claim cost with a thousand and a million finished jobs kept.
 
 Run: ``.venv/bin/python -m bench.peers.plot`` (``bench/run-peers`` does).
 """
@@ -31,19 +32,65 @@ def colour(row: dict[str, Any]) -> str:
     return COLOURS[row["engine"]]
 
 
+def shade(row: dict[str, Any], *, light: bool) -> str:
+    """Flask-Offload's blue or the PostgreSQL peer's green, lighter for the
+    small table."""
+    if row["system"] == "procrastinate":
+        return "#a9c79a" if light else COLOURS["postgres"]
+
+    return "#9db8ec" if light else COLOURS["offload"]
+
+
+def draw_claim_cost(axis: Any, claims: list[dict[str, Any]], big: int) -> None:
+    """Two bars a system: one claim with 1,000 and with ``big`` finished
+    jobs kept."""
+    names = [
+        "Procrastinate"
+        if row["system"] == "procrastinate"
+        else f"Flask-Offload\n{row['system']}"
+        for row in claims
+    ]
+    places = range(len(claims))
+    small = axis.barh(
+        [p - 0.2 for p in places],
+        [row["small_ms"] for row in claims],
+        height=0.4,
+        color=[shade(row, light=True) for row in claims],
+        label="1,000 finished",
+    )
+    large = axis.barh(
+        [p + 0.2 for p in places],
+        [row["big_ms"] for row in claims],
+        height=0.4,
+        color=[shade(row, light=False) for row in claims],
+        label=f"{big:,} finished",
+    )
+    for bars in (small, large):
+        axis.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
+    axis.set_yticks(list(places), names, fontsize=9)
+    axis.invert_yaxis()
+    axis.margins(x=0.25)
+    axis.legend(loc="lower right", fontsize=8)
+    axis.set_title("One claim (ms, lower is better)", fontsize=11)
+
+
 def main() -> None:
     data = json.loads(RESULTS.read_text())
     rows = data["results"]
     labels = [f"{row['label']}\n{row['engine']}" for row in rows]
     colours = [colour(row) for row in rows]
 
-    figure, axes = pyplot.subplots(1, 3, figsize=(15, 5.5), constrained_layout=True)
+    claims = data.get("claim_cost", {}).get("rows", [])
+    panels_count = 4 if claims else 3
+    figure, axes = pyplot.subplots(
+        1, panels_count, figsize=(5 * panels_count, 5.5), constrained_layout=True
+    )
     panels = [
         ("drain_1_per_s", "Drain, 1 worker (jobs/s, higher is better)", "{:,.0f}"),
         ("drain_4_per_s", "Drain, 4 workers (jobs/s, higher is better)", "{:,.0f}"),
         ("latency_p50_ms", "Enqueue to start, p50 (ms, lower is better)", "{:.2f}"),
     ]
-    for axis, (field, title, number) in zip(axes, panels, strict=True):
+    for axis, (field, title, number) in zip(axes, panels, strict=False):
         values = [row[field] for row in rows]
         bars = axis.barh(labels, values, color=colours)
         axis.invert_yaxis()
@@ -53,6 +100,9 @@ def main() -> None:
         axis.tick_params(axis="y", labelsize=9)
         if axis is not axes[0]:
             axis.set_yticklabels([])
+
+    if claims:
+        draw_claim_cost(axes[3], claims, data["claim_cost"]["big"])
 
     machine = data["machine"]
     figure.suptitle(

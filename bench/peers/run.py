@@ -13,6 +13,10 @@ For each system, on an emptied database:
 5. Stop it; start four workers, warm them all up, freeze them, enqueue the
    jobs again, let them go: drain throughput with four workers.
 
+Then, unless ``--no-claim-cost``, the cost of one claim with 1,000 and with
+1,000,000 finished jobs kept, for Flask-Offload's three stores and
+Procrastinate (:mod:`bench.claim_cost`).
+
 Run: ``bench/run-peers [--jobs N] [--latency-jobs N] [--only key,key]``.
 Writes ``bench/results/peers.json``; ``python -m bench.peers.plot`` draws it.
 """
@@ -33,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..claim_cost import measure_all, print_rows
 from ..machine import describe_machine
 from .report import Collector
 from .systems import PEERS, Enqueue, Peer, environment, reset
@@ -201,6 +206,12 @@ def main() -> None:
     parser.add_argument(
         "--only", help="comma-separated keys: " + ", ".join(p.key for p in PEERS)
     )
+    parser.add_argument(
+        "--no-claim-cost",
+        action="store_true",
+        help="skip the claim cost with a million finished jobs (two minutes)",
+    )
+    parser.add_argument("--big", type=int, default=1_000_000)
     arguments = parser.parse_args()
 
     chosen = PEERS
@@ -220,6 +231,11 @@ def main() -> None:
         print(f"== {peer.label}", file=sys.stderr, flush=True)
         results.append(measure(peer, collector, arguments.jobs, arguments.latency_jobs))
     print_table(results)
+    claim_costs: list[dict[str, float | str]] = []
+    if not arguments.no_claim_cost:
+        print("== claim cost", file=sys.stderr, flush=True)
+        claim_costs = measure_all(arguments.big)
+        print_rows(claim_costs, arguments.big)
 
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
@@ -231,6 +247,7 @@ def main() -> None:
                 "jobs": arguments.jobs,
                 "latency_jobs": arguments.latency_jobs,
                 "results": results,
+                "claim_cost": {"big": arguments.big, "rows": claim_costs},
             },
             indent=2,
         )

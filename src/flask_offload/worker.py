@@ -19,7 +19,6 @@ import asyncio
 import ctypes
 import dataclasses
 import inspect
-import json
 import logging
 import os
 import secrets
@@ -35,15 +34,21 @@ from typing import TYPE_CHECKING, Any
 from . import joblog, signals
 from .codec import decode_arguments, encode_result
 from .context import JobContext, _current_job
-from .errors import JobCancelled, JobTimeout, Retry
+from .errors import JobCancelled, JobTimeout
 from .job import Job
+from .outcomes import (
+    failed_attempt,
+    failure,
+    message_of,
+    retries_child_error,
+    traceback_of,
+)
 from .records import (
     CANCELLED,
     FAILED,
     RUNNING,
     SCHEDULED,
     SUCCEEDED,
-    JobError,
     JobRecord,
     Outcome,
 )
@@ -465,9 +470,9 @@ class Worker:
                 f"The job ran longer than its timeout of {record.timeout:g} s "
                 f"and was stopped."
             ).with_traceback(raised.__traceback__)
-            return self._failure(record, task, stopped)
+            return failure(record, task, stopped)
         except Exception as error:
-            return self._failure(record, task, error)
+            return failure(record, task, error)
 
         return Outcome(record.id, record.attempts, SUCCEEDED, time.time(), result)
 
@@ -531,65 +536,15 @@ class Worker:
                 },
             )
 
-    def _failure(
-        self,
-        record: JobRecord,
-        task: Task[Any, Any] | None,
-        error: Exception | JobTimeout,
-    ) -> Outcome:
-        """A failed attempt: scheduled again if the task's retry policy says
-        so, failed for good otherwise."""
-        policy = None if task is None else task.retry
-        delay = None
-        if isinstance(error, Retry):
-            retryable, delay = True, error.delay
-        else:
-            kinds = () if policy is None else (*policy.retry_on, JobTimeout)
-            retryable = isinstance(error, kinds)
-
-        return self._failed_attempt(record, task, _describe(error), retryable, delay)
-
-    def _failed_attempt(
-        self,
-        record: JobRecord,
-        task: Task[Any, Any] | None,
-        described: str,
-        retryable: bool,
-        delay: float | None = None,
-    ) -> Outcome:
-        """The outcome of a failed attempt whose error is ``described``.
-        Every attempt's error is kept on the job."""
-        errors = json.loads(record.attempt_errors or "[]")
-        errors.append(json.loads(described))
-        now = time.time()
-        outcome = Outcome(
-            record.id,
-            record.attempts,
-            FAILED,
-            now,
-            error=described,
-            attempt_errors=json.dumps(errors),
-        )
-
-        policy = None if task is None else task.retry
-        if retryable and policy is not None and record.attempts <= policy.retries:
-            if delay is None:
-                delay = policy.delay_after(record.attempts)
-            outcome.status = SCHEDULED
-            outcome.retry_at = now + delay
-
-        return outcome
-
     def _call_in_process(
         self, record: JobRecord, task: Task[Any, Any] | None, runner: ProcessRunner
     ) -> Outcome:
-        """Run the job in a child process. The child's exception arrives as
-        its type name, so ``retry_on`` matches it by name (or any exception,
-        when ``retry_on`` is the default ``(Exception,)``)."""
+        """Run the job in a child process, which sends back its result or
+        error and the lines its task logged."""
         try:
             child = runner.run(record)
         except JobTimeout as timeout:
-            return self._failure(record, task, timeout)
+            return failure(record, task, timeout)
 
         capture = joblog.current()
         if capture is not None:
@@ -601,14 +556,9 @@ class Worker:
                 record.id, record.attempts, SUCCEEDED, time.time(), child.result
             )
 
-        kind = JobError.from_json(child.error).type
-        kinds = () if task is None else task.retry.retry_on
-        names = {
-            f"{k.__module__}.{k.__qualname__}".removeprefix("builtins.") for k in kinds
-        }
-        retryable = Exception in kinds or kind in names
-
-        return self._failed_attempt(record, task, child.error, retryable)
+        return failed_attempt(
+            record, task, child.error, retries_child_error(task, child.error)
+        )
 
     def _signal_outcome(
         self, record: JobRecord, outcome: Outcome, duration: float
@@ -662,7 +612,7 @@ class Worker:
                 record.task,
                 record.attempts,
                 outcome.retry_at - outcome.finished_at,
-                _message_of(outcome),
+                message_of(outcome),
                 extra=extra,
             )
         else:
@@ -671,7 +621,7 @@ class Worker:
                 record.id,
                 record.task,
                 duration,
-                _traceback_of(outcome),
+                traceback_of(outcome),
                 extra=extra,
             )
 
@@ -856,10 +806,6 @@ class Worker:
             )
 
 
-def _describe(error: BaseException) -> str:
-    return JobError.from_exception(error).to_json()
-
-
 _OUTCOME_SIGNALS = {
     SUCCEEDED: signals.job_succeeded,
     FAILED: signals.job_failed,
@@ -875,16 +821,3 @@ def _set_async_exception(thread_id: int, kind: type[BaseException] | None) -> No
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(kind) if kind else None
     )
-
-
-def _message_of(outcome: Outcome) -> str:
-    if outcome.error is None:
-        return ""
-
-    error = JobError.from_json(outcome.error)
-
-    return f"{error.type}: {error.message}"
-
-
-def _traceback_of(outcome: Outcome) -> str:
-    return "" if outcome.error is None else JobError.from_json(outcome.error).traceback

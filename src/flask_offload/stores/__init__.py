@@ -57,8 +57,10 @@ def store_from_url(url: str, **options: Any) -> Store:
         return RedisStore(url)
     if scheme.startswith(("mysql", "mariadb")):
         raise ConfigurationError(
-            f"OFFLOAD_URL {url!r} names a store this release of Flask-Offload "
-            f"does not have yet; use one of {ACCEPTED_URLS}."
+            f"OFFLOAD_URL {url!r} names MySQL or MariaDB, which Flask-Offload "
+            f"does not support: its SQL store needs PostgreSQL's partial "
+            f"indexes, advisory locks and LISTEN/NOTIFY, or SQLite. Use one "
+            f"of {ACCEPTED_URLS}."
         )
 
     raise ConfigurationError(

@@ -18,7 +18,6 @@ import functools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import (
     Callable,
     Hashable,
@@ -61,6 +60,7 @@ from ..records import (
 from .base import Bell, Clock, Heartbeat, ListFilter, Store, page_of
 from .limits import Admission
 from .messages import lost_worker_error
+from .pg_listener import CHANGE_CHANNEL, WORK_CHANNEL, NotifyListener
 from .sql_schema import jobs, migrate, schedules
 from .sql_statements import (
     _COLUMNS,
@@ -141,12 +141,7 @@ class SQLStore(Store):
         self._watch_connection: Connection | None = None
         self._watched_version: int | None = None
         self._statements: dict[Hashable, _Prepared] = {}
-        self._listener: threading.Thread | None = None
-        self._listener_stop = threading.Event()
-        # Jobs other processes just enqueued that an idle thread here may
-        # claim by id (PostgreSQL): (job id, queue), newest last.
-        self._offers: deque[tuple[str, str]] = deque(maxlen=OFFERS_KEPT)
-        self._offers_lock = threading.Lock()
+        self._listener: NotifyListener | None = None
         self._write_lock: SQLiteWriteLock | object | None = _NOT_CHOSEN
 
     @property
@@ -199,8 +194,7 @@ class SQLStore(Store):
                 self._watch_connection.close()
                 self._watch_connection = None
             if self._listener is not None:
-                self._listener_stop.set()
-                self._listener.join()
+                self._listener.stop()
                 self._listener = None
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
@@ -212,7 +206,6 @@ class SQLStore(Store):
     def after_fork(self) -> None:
         self._watch_connection = None
         self._listener = None
-        self._listener_stop = threading.Event()
         self._watch_lock = threading.Lock()
         if self._engine is not None:
             self._engine.dispose(close=False)
@@ -262,7 +255,7 @@ class SQLStore(Store):
         statement = self._prepared("insert-and-notify", lambda: _INSERT_AND_NOTIFY)
         values = {
             **_as_row(job),
-            "b_channel": NOTIFY_CHANNEL,
+            "b_channel": WORK_CHANNEL,
             "b_offer": self._offer_of(job),
         }
         connection = self.engine.raw_connection()
@@ -304,7 +297,7 @@ class SQLStore(Store):
     def _notify_on(self, connection: Connection, channel: str | None = None) -> None:
         """:meth:`_notify` for a SQLAlchemy connection."""
         if self.is_postgres:
-            connection.exec_driver_sql(f"NOTIFY {channel or NOTIFY_CHANNEL}")
+            connection.exec_driver_sql(f"NOTIFY {channel or WORK_CHANNEL}")
 
     def _notify(self, cursor: Any, channel: str | None = None, offer: str = "") -> None:
         """Tell workers in other processes that a job may be ready (or, on
@@ -313,9 +306,7 @@ class SQLStore(Store):
         watch ``data_version`` instead. ``offer`` names a job an idle thread
         may claim by its id (see :meth:`_offer_of`)."""
         if self.is_postgres:
-            cursor.execute(
-                "SELECT pg_notify(%s, %s)", (channel or NOTIFY_CHANNEL, offer)
-            )
+            cursor.execute("SELECT pg_notify(%s, %s)", (channel or WORK_CHANNEL, offer))
 
     def _offer_of(self, job: JobRecord) -> str:
         """``"{id} {queue}"`` for a job that a claim of that one row may
@@ -649,7 +640,7 @@ class SQLStore(Store):
             return super().wait_for_job(worker, queues, lease, timeout)
 
         self._wait(self._work, timeout, self._has_ready_work)
-        job_id = self._take_offer(queues)
+        job_id = self._events().take_offer(queues, self.queue_limits)
         if job_id is None:
             return None
 
@@ -671,20 +662,6 @@ class SQLStore(Store):
 
         return _as_record(row)
 
-    def _take_offer(self, queues: Sequence[str] | None) -> str | None:
-        """The newest offered job of one of ``queues``, removed from the
-        offers; older ones stay for other threads."""
-        with self._offers_lock:
-            for index in range(len(self._offers) - 1, -1, -1):
-                job_id, queue = self._offers[index]
-                if (queues is None or queue in queues) and (
-                    queue not in self.queue_limits
-                ):
-                    del self._offers[index]
-                    return job_id
-
-        return None
-
     def wait_for_change(self, timeout: float) -> None:
         self._wait(self._changes, timeout, lambda: True)
 
@@ -695,7 +672,7 @@ class SQLStore(Store):
         ring, so the bell is all there is to wait on."""
         deadline = time.monotonic() + timeout
         if self.is_postgres:
-            self._ensure_listener()
+            self._events().ensure_running()
             bell.wait(timeout)
             return
 
@@ -727,45 +704,14 @@ class SQLStore(Store):
 
         return changed
 
-    def _ensure_listener(self) -> None:
+    def _events(self) -> NotifyListener:
         with self._watch_lock:
-            if self._listener is None or not self._listener.is_alive():
-                self._listener = threading.Thread(
-                    target=self._listen, name="offload-listener", daemon=True
+            if self._listener is None:
+                self._listener = NotifyListener(
+                    self.engine.url, self._work, self._changes
                 )
-                self._listener_stop.clear()
-                self._listener.start()
 
-    def _listen(self) -> None:
-        """LISTEN on PostgreSQL and ring this process's bells for every
-        NOTIFY: work for enqueues, changes for anything a waiter of
-        :meth:`Job.wait` may care about. A lost connection is opened again."""
-        import psycopg
-
-        url = self.engine.url.set(drivername="postgresql")
-        while not self._listener_stop.is_set():
-            try:
-                with psycopg.connect(
-                    url.render_as_string(hide_password=False), autocommit=True
-                ) as connection:
-                    connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    connection.execute(f"LISTEN {CHANGE_CHANNEL}")
-                    while not self._listener_stop.is_set():
-                        for notice in connection.notifies(timeout=LISTEN_SLICE):
-                            if notice.channel == NOTIFY_CHANNEL:
-                                if notice.payload:
-                                    job_id, _, queue = notice.payload.partition(" ")
-                                    with self._offers_lock:
-                                        self._offers.append((job_id, queue))
-                                self._work.ring()
-                            self._changes.ring()
-            except psycopg.Error:
-                logger.warning(
-                    "Lost the LISTEN connection to %s; opening it again",
-                    self.describe(),
-                    exc_info=True,
-                )
-                self._listener_stop.wait(1.0)
+            return self._listener
 
     def _has_ready_work(self) -> bool:
         with self._read() as connection:
@@ -996,11 +942,4 @@ MAX_PREPARED = 256
 #: the other. Arbitrary numbers, unlikely to meet an application's own.
 CLAIM_LOCK_KEY = 0x0FF10AD1
 MIGRATION_LOCK_KEY = 0x0FF10AD2
-NOTIFY_CHANNEL = "flask_offload_work"
-#: Offered jobs kept for idle threads; older ones were long claimed.
-OFFERS_KEPT = 32
-#: How often the listening thread looks up from waiting for a NOTIFY, to
-#: notice that its store closed.
-LISTEN_SLICE = 0.25
-CHANGE_CHANNEL = "flask_offload_change"
 PURGE_SLICE = 1000
