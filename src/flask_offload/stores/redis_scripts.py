@@ -263,7 +263,10 @@ local function store_job(job, fields)
   redis.call('ZADD', P .. 'jobs', 0, id)
   redis.call('ZADD', P .. 'queue:' .. queue, 0, id)
   redis.call('ZADD', P .. 'task:' .. job.task, 0, id)
-  set_status(id, queue, nil, status)
+  -- As set_status(id, queue, nil, status), less its HSET: the fields
+  -- written above hold the status already.
+  bump('counts', status .. ':' .. queue, 1)
+  redis.call('ZADD', P .. 'status:' .. status, 0, id)
   if status == 'running' then
     redis.call('ZADD', P .. 'running', job.lease_expires_at or NOW_TEXT, id)
     count_running(queue, job.concurrency_key, 1)
@@ -345,7 +348,8 @@ if job.unique_key and not FINISHED[job.status] then
   end
 end
 if hand_straight() then
-  announce('c')
+  -- No announcement: a job that went straight to running concerns no
+  -- idle thread, and no Job.wait, which waits for it to end.
   return {}
 end
 store_job(job, fields)
