@@ -3,16 +3,18 @@ OFFLOAD_URL changed, and worker processes standing for separate machines."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 
-from flask_offload import Offload
+from flask_offload import Offload, Task
 from tests.helpers import make_app
 from tests.processes import BackgroundCommand, read_events, run_flask_command, wait_for
 from tests.services import redis_url
@@ -93,3 +95,82 @@ def test_worker_processes_on_a_server_lose_nothing_when_one_is_killed(
     for tag in repeated:
         runs = [e for e in read_events(tmp_path) if e[1] == tag]
         assert any(e[2] == killed for e in runs), f"{tag} ran twice: {runs}"
+
+
+def test_hand_overs_under_load_run_each_job_once_and_keep_the_limits(
+    tmp_path: Path, remote: str
+) -> None:
+    """Two worker apps (five threads) and a web app, one process standing
+    for three machines: jobs enqueued from four threads of the web app and
+    from a worker app itself, plain, under a concurrency key, and in a
+    one-at-a-time queue. Idle threads are handed jobs (Redis inboxes,
+    PostgreSQL offers, a worker's own threads) while others claim."""
+    import threading
+
+    runs: list[tuple[int, str, float, float]] = []
+    lock = threading.Lock()
+
+    def work(number: int, lane: str) -> None:
+        started = time.monotonic()
+        if lane != "plain":
+            time.sleep(0.002)
+        with lock:
+            runs.append((number, lane, started, time.monotonic()))
+
+    apps = []
+    for name, threads in (("web", 0), ("worker-a", 3), ("worker-b", 2)):
+        app, offload = make_app(
+            tmp_path / name,
+            OFFLOAD_URL=remote,
+            OFFLOAD_WORKER_THREADS=0,
+            OFFLOAD_QUEUES={"serial": {"concurrency": 1}},
+        )
+        app.name = name
+        offload.init_app(app)
+        offload.task(name="tests.work")(work)
+        apps.append((app, offload, threads))
+    try:
+        for app, offload, threads in apps[1:]:
+            offload.start_worker(app, threads=threads)
+        time.sleep(0.3)
+
+        web = apps[0][1].tasks["tests.work"]
+        own = apps[1][1].tasks["tests.work"]
+
+        def enqueue(first: int, count: int, task: Task[Any, Any]) -> None:
+            for number in range(first, first + count):
+                lane = ("plain", "key", "serial")[number % 3]
+                if lane == "key":
+                    task.using(concurrency_key=f"k{number % 2}").enqueue(number, lane)
+                elif lane == "serial":
+                    task.using(queue="serial").enqueue(number, lane)
+                else:
+                    task.enqueue(number, lane)
+                if number % 7 == 0:
+                    time.sleep(0.003)  # let threads go idle now and then
+
+        producers = [
+            threading.Thread(target=enqueue, args=(n * 150, 150, web)) for n in range(4)
+        ] + [threading.Thread(target=enqueue, args=(600, 120, own))]
+        for producer in producers:
+            producer.start()
+        for producer in producers:
+            producer.join()
+
+        wait_for(lambda: len(runs) >= 720, timeout=60)
+        time.sleep(0.3)  # anything run twice would show up by now
+    finally:
+        for app, offload, _ in apps:
+            offload.close(app)
+
+    assert sorted(number for number, *_ in runs) == list(range(720))
+    for lane in ("serial", "key"):
+        spans = sorted(
+            (start, end, number % 2 if lane == "key" else 0)
+            for number, kind, start, end in runs
+            if kind == lane
+        )
+        for group in {group for *_, group in spans}:
+            mine = [(start, end) for start, end, g in spans if g == group]
+            overlaps = [(a, b) for a, b in itertools.pairwise(mine) if b[0] < a[1]]
+            assert not overlaps, f"{lane} jobs of group {group} overlapped"

@@ -473,11 +473,14 @@ class RedisStore(Store):
         if client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = redis.Redis.from_url(self.url, decode_responses=True)
+                    made = redis.Redis.from_url(self.url, decode_responses=True)
+                    # The scripts first: another thread that sees the client
+                    # set goes on without the lock and needs them.
                     self._scripts = {
-                        name: self._client.register_script(PRELUDE + body)
+                        name: made.register_script(PRELUDE + body)
                         for name, body in SCRIPTS.items()
                     }
+                    self._client = made
                 client = self._client
 
         return client
