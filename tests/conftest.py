@@ -9,7 +9,10 @@ import pytest
 from flask import Flask
 
 from flask_offload import Offload
+from flask_offload.stores import SQLStore
+from tests.apps.many_app import RESULTS_FILE, create_results
 from tests.helpers import make_app
+from tests.processes import Servers
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +56,29 @@ def app_and_offload(tmp_path: Path) -> Iterator[tuple[Flask, Offload]]:
     offload.init_app(app)
     yield app, offload
     offload.close(app)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    """Server processes started by the test, all stopped after it."""
+    servers = Servers(tmp_path)
+    yield servers
+    servers.close()
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """The file where ``tests.apps.many_app`` servers record each run."""
+    path = tmp_path / RESULTS_FILE
+    create_results(path)
+
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLStore]:
+    """The queue that servers on ``tmp_path`` share, read from the test
+    process. The app creates its tables; this store only reads."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'offload.sqlite3'}")
+    yield store
+    store.close()

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +35,8 @@ from flask import Flask
 from flask_offload import Offload, Worker
 from flask_offload.stores import Heartbeat, SQLStore
 from tests.apps.many_app import (
-    RESULTS_FILE,
     SERIAL_QUEUE,
     Run,
-    create_results,
     read_done,
     read_runs,
 )
@@ -71,28 +69,6 @@ class Kill:
     pid: int
     at: float
     running: list[str]
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    servers = Servers(tmp_path)
-    yield servers
-    servers.close()
-
-
-@pytest.fixture
-def results(tmp_path: Path) -> Path:
-    path = tmp_path / RESULTS_FILE
-    create_results(path)
-
-    return path
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLStore]:
-    store = SQLStore(f"sqlite:///{tmp_path / 'offload.sqlite3'}")
-    yield store
-    store.close()
 
 
 def start_node(servers: Servers) -> Server:

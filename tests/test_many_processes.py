@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from flask_offload.stores import ListFilter, SQLStore
-from tests.apps.many_app import RESULTS_FILE, create_results, read_done, read_runs
+from tests.apps.many_app import read_done, read_runs
 from tests.processes import GUNICORN, MANY_APP, Server, Servers, wait_for
 
 WORKERS = 4
@@ -38,30 +38,6 @@ WORKER_CLASSES = {
     "sync": ["--worker-class", "sync"],
     "gthread": ["--worker-class", "gthread", "--threads", "4"],
 }
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Servers]:
-    servers = Servers(tmp_path)
-    yield servers
-    servers.close()
-
-
-@pytest.fixture
-def results(tmp_path: Path) -> Path:
-    path = tmp_path / RESULTS_FILE
-    create_results(path)
-
-    return path
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLStore]:
-    """The queue the servers share, read from the test process. The app
-    creates its tables; this store only reads."""
-    store = SQLStore(f"sqlite:///{tmp_path / 'offload.sqlite3'}")
-    yield store
-    store.close()
 
 
 def start_gunicorn(
