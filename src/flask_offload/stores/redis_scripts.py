@@ -200,23 +200,34 @@ local function wake_idle()
   end
 end
 
--- Claim one job for the first idle thread that may take it, and push it
--- to that thread's inbox. Returns whether a thread got one.
-local function hand_to_idle(limits)
+-- The registered idle threads, longest idle first, as {inbox, waiter}
+-- pairs. A registration that looks expired gets a wake-up instead of a
+-- place in the list: its process died, or its clock is behind ours, and
+-- either way a living thread then claims for itself.
+local function live_waiters()
+  local live = {}
   for _, inbox in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
     local info = redis.call('HGET', P .. 'idle-info', inbox)
     local waiter = info and cjson.decode(info)
     if not waiter or tonumber(waiter.expires) < NOW then
-      -- Its process died, or its clock is behind ours: either way, a
-      -- wake-up, not a job. A living thread then claims for itself.
       push_to_inbox(inbox, '')
     else
-      local claimed = claim_jobs(waiter.worker, waiter.queues, limits, 1,
-        string.format('%.17g', NOW + tonumber(waiter.lease)))
-      if #claimed > 0 then
-        push_to_inbox(inbox, cjson.encode(claimed[1]))
-        return true
-      end
+      live[#live + 1] = {inbox, waiter}
+    end
+  end
+  return live
+end
+
+-- Claim one job for the first idle thread that may take it, and push it
+-- to that thread's inbox. Returns whether a thread got one.
+local function hand_to_idle(limits)
+  for _, pair in ipairs(live_waiters()) do
+    local inbox, waiter = pair[1], pair[2]
+    local claimed = claim_jobs(waiter.worker, waiter.queues, limits, 1,
+      string.format('%.17g', NOW + tonumber(waiter.lease)))
+    if #claimed > 0 then
+      push_to_inbox(inbox, cjson.encode(claimed[1]))
+      return true
     end
   end
   return false
@@ -288,24 +299,18 @@ _ENQUEUE = r"""
 local limits = cjson.decode(ARGV[4])
 local job, fields = read_job(5)
 
--- The longest idle thread that serves ``queue``, if any; registrations
--- that look expired get a wake-up on the way, as in hand_to_idle.
+-- The longest idle thread that serves ``queue``, if any.
 local function idle_taker(queue)
-  for _, inbox in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
-    local info = redis.call('HGET', P .. 'idle-info', inbox)
-    local waiter = info and cjson.decode(info)
-    if not waiter or tonumber(waiter.expires) < NOW then
-      push_to_inbox(inbox, '')
-    else
-      local serves = waiter.queues == ''
-      if not serves then
-        for _, name in ipairs(cjson.decode(waiter.queues)) do
-          serves = serves or name == queue
-        end
+  for _, pair in ipairs(live_waiters()) do
+    local waiter = pair[2]
+    local serves = waiter.queues == ''
+    if not serves then
+      for _, name in ipairs(cjson.decode(waiter.queues)) do
+        serves = serves or name == queue
       end
-      if serves then
-        return inbox, waiter
-      end
+    end
+    if serves then
+      return pair[1], waiter
     end
   end
   return nil, nil
