@@ -1,10 +1,14 @@
 """A store on Redis, through redis-py: ``OFFLOAD_URL = "redis://host:6379/0"``.
 
-Every contract method is one Lua script, which Redis runs without
+Every contract method is one Lua function, which Redis runs without
 interleaving any other command, so each method is atomic across every
-process and machine that shares the server. Times come from ``store.clock``
-in Python and travel into the scripts as arguments; the scripts never read
-the server's clock, so a fake clock drives leases in tests.
+process and machine that shares the server. The functions make up one Redis
+Functions library (Redis 7.0 or newer), loaded by the first process to find
+it missing; its name carries a digest of its code, so processes of
+different versions of Flask-Offload each call their own. Times come from
+``store.clock`` in Python and travel into the functions as arguments; the
+functions never read the server's clock, so a fake clock drives leases in
+tests.
 
 Data layout, every key under ``prefix`` (default ``"offload:"``):
 
@@ -26,7 +30,7 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     Running jobs scored by lease expiry, for :meth:`RedisStore.recover`.
 ``running-by-queue``, ``running-by-key`` (hashes)
     How many jobs run per queue and per concurrency key, kept by every
-    script that starts or stops a job, so a claim checks limits without
+    function that starts or stops a job, so a claim checks limits without
     scanning.
 ``finished`` (sorted set)
     Finished jobs by finish time, for :meth:`RedisStore.purge`.
@@ -39,7 +43,7 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     ``{minute}`` (seconds since the epoch), for the dashboard's throughput;
     each expires two hours after its last count.
 ``counts`` (hash)
-    ``{status}:{queue}`` to a number, kept by every script, so
+    ``{status}:{queue}`` to a number, kept by every function, so
     :meth:`RedisStore.counts` never scans.
 ``unique`` (hash)
     Unique key to the id of the unfinished job holding it.
@@ -49,7 +53,7 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     Worker threads with nothing to do, each waiting on its own inbox with
     a blocking pop. An enqueue claims the job for the longest idle thread
     that may run it and pushes it to that thread's inbox, so the thread
-    starts it without a claim of its own; a script that publishes ``w``
+    starts it without a claim of its own; a function that publishes ``w``
     pushes an empty item to every idle inbox instead, to send the threads
     back to claiming.
 ``events`` (channel)
@@ -57,7 +61,7 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     ``{store token}:c`` after any other change. One thread per store
     listens, on its own connection, and rings the in-process bells.
 
-The scripts build key names from the prefix instead of declaring them, so
+The functions build key names from the prefix instead of declaring them, so
 the store needs one Redis server or a primary with replicas, not Redis
 Cluster.
 """
@@ -73,12 +77,11 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-from redis.commands.core import Script
 
 from ..records import FAILED, STATUSES, SUCCEEDED, JobRecord, Outcome, Status
 from .base import Clock, Heartbeat, ListFilter, Store
 from .messages import lost_worker_error
-from .redis_scripts import PRELUDE, SCRIPTS
+from .redis_scripts import FUNCTIONS, LIBRARY, LIBRARY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +129,6 @@ class RedisStore(Store):
         self._token = secrets.token_hex(8)
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
-        self._scripts: dict[str, Script] = {}
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
         # The inboxes this process's threads are blocked on right now.
@@ -148,7 +150,6 @@ class RedisStore(Store):
             listener, self._listener = self._listener, None
             self._stop_listening.set()
             client, self._client = self._client, None
-            self._scripts = {}
         if listener is not None:
             listener.join(LISTEN_TICK * 20)
         if client is not None:
@@ -159,7 +160,6 @@ class RedisStore(Store):
         # the parent; the child starts afresh and leaves them alone.
         self._lock = threading.Lock()
         self._client = None
-        self._scripts = {}
         self._listener = None
         self._stop_listening = threading.Event()
         self._waiting = set()
@@ -251,7 +251,7 @@ class RedisStore(Store):
         if not expired:
             return []
 
-        # The error message is written in Python; the second script applies
+        # The error message is written in Python; the second function applies
         # it only to jobs still running as they were read, so the change is
         # atomic even though it takes two round trips.
         arguments: list[str | int] = []
@@ -341,7 +341,7 @@ class RedisStore(Store):
         tasks: Sequence[str] | None = None,
         other_than: Sequence[str] = (),
     ) -> int:
-        # Slices keep each script short, so other clients are never blocked
+        # Slices keep each call short, so other clients are never blocked
         # for long; jobs kept by the task filter are stepped over.
         total, offset = 0, 0
         while True:
@@ -474,25 +474,46 @@ class RedisStore(Store):
             with self._lock:
                 if self._client is None:
                     made = redis.Redis.from_url(self.url, decode_responses=True)
-                    # The scripts first: another thread that sees the client
-                    # set goes on without the lock and needs them.
-                    self._scripts = {
-                        name: made.register_script(PRELUDE + body)
-                        for name, body in SCRIPTS.items()
-                    }
+                    # Loaded first: another thread that sees the client set
+                    # goes on without the lock and calls the functions.
+                    self._load_library(made)
                     self._client = made
                 client = self._client
 
         return client
 
-    def _run(self, name: str, now: float, *arguments: str | int) -> Any:
-        """Run one script with the prefix, this store's token and ``now``."""
-        client = self._redis()
-        script = self._scripts[name]
+    def _load_library(self, client: redis.Redis) -> None:
+        """Load this version's functions into the server, unless another
+        process has already."""
+        try:
+            client.function_load(LIBRARY)
+        except redis.ResponseError as error:
+            if "already exists" in str(error):
+                return
+            if "unknown command" in str(error).lower():
+                raise redis.ResponseError(
+                    f"The Redis server at {self.describe()} does not know "
+                    f"FUNCTION LOAD: the Redis store needs Redis 7.0 or newer, "
+                    f"or Valkey 7.2 or newer ({error})."
+                ) from error
+            raise
 
-        return script(
-            args=[self.prefix, self._token, _number(now), *arguments], client=client
-        )
+    def _run(self, name: str, now: float, *arguments: str | int) -> Any:
+        """Call one function with the prefix, this store's token and
+        ``now``."""
+        client = self._redis()
+        call = (FUNCTIONS[name], 0, self.prefix, self._token, _number(now))
+        try:
+            return client.fcall(*call, *arguments)
+        except redis.ResponseError as error:
+            # A server restarted without persistence, or FUNCTION FLUSH,
+            # forgets the library; put it back once.
+            if "function not found" not in str(error).lower():
+                raise
+            logger.info("Loading the library %s into Redis again", LIBRARY_NAME)
+            self._load_library(client)
+
+            return client.fcall(*call, *arguments)
 
     def _listen(self) -> None:
         """Start the thread that turns other processes' events into rings of
@@ -579,7 +600,7 @@ def _encode(job: JobRecord) -> list[str]:
 
 
 def _decode(row: Sequence[str]) -> JobRecord:
-    """A job from the flat reply of ``HGETALL`` inside a script."""
+    """A job from the flat reply of ``HGETALL`` inside a function."""
     return _decode_mapping(dict(zip(row[::2], row[1::2], strict=True)))
 
 
@@ -603,7 +624,7 @@ def _copy(job: JobRecord) -> JobRecord:
 
 
 def _outcome(outcome: Outcome) -> dict[str, str | int]:
-    """An outcome for the finish script: times as exact text, ``None``
+    """An outcome for the finish function: times as exact text, ``None``
     fields left out."""
     sent: dict[str, str | int] = {
         "job_id": outcome.job_id,

@@ -1,15 +1,28 @@
-"""The Lua scripts of the Redis store, one for each contract method that
-must be atomic. :mod:`.redis` registers each as ``PRELUDE + body``; the
-module docstring there describes the keys they use."""
+"""The Lua code of the Redis store: one function for each contract method
+that must be atomic, loaded into the server as one Redis Functions library
+(:data:`LIBRARY`). The module docstring of :mod:`.redis` describes the keys
+they use.
+
+A library, unlike ``EVALSHA`` scripts, defines its helpers once when it is
+loaded rather than on every call, which matters on the enqueue path: the
+helpers took a tenth of an enqueue's time in the server.
+"""
 
 from __future__ import annotations
 
-# Helpers every script shares. ARGV[1] is the key prefix, ARGV[2] the token
-# of the store that runs the script, ARGV[3] the time now.
+import hashlib
+
+# Helpers every function shares. Each call starts with begin(ARGV): ARGV[1]
+# is the key prefix, ARGV[2] the token of the store that calls, ARGV[3] the
+# time now. Redis runs one function at a time, so the call's values can live
+# in the library's own variables.
 PRELUDE = r"""
-local P, TOKEN, NOW_TEXT = ARGV[1], ARGV[2], ARGV[3]
+local P, TOKEN, NOW_TEXT, NOW
+local function begin(args)
+  P, TOKEN, NOW_TEXT = args[1], args[2], args[3]
+  NOW = tonumber(NOW_TEXT)
+end
 local KEEP_PER_MINUTE = 7200
-local NOW = tonumber(NOW_TEXT)
 local FINISHED = {succeeded = true, failed = true, cancelled = true}
 -- An inbox left behind by a thread that died is dropped after a minute.
 local INBOX_TTL_MS = 60000
@@ -258,12 +271,12 @@ local function publish(kind)
   announce(kind)
 end
 
-local function read_job(first)
+local function read_job(args, first)
   local job, fields = {}, {}
-  for i = first, #ARGV, 2 do
-    job[ARGV[i]] = ARGV[i + 1]
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = ARGV[i + 1]
+  for i = first, #args, 2 do
+    job[args[i]] = args[i + 1]
+    fields[#fields + 1] = args[i]
+    fields[#fields + 1] = args[i + 1]
   end
   return job, fields
 end
@@ -297,7 +310,7 @@ end
 # ARGV[4] queue limits (JSON), [5...] the job's fields and values.
 _ENQUEUE = r"""
 local limits = cjson.decode(ARGV[4])
-local job, fields = read_job(5)
+local job, fields = read_job(ARGV, 5)
 
 -- The longest idle thread that serves ``queue``, if any.
 local function idle_taker(queue)
@@ -643,7 +656,7 @@ if not redis.call('HGET', P .. 'schedules', ARGV[4])
   return 0
 end
 redis.call('HSET', P .. 'schedule-runs', ARGV[4], ARGV[6])
-store_job(read_job(7))
+store_job(read_job(ARGV, 7))
 publish('w')
 return 1
 """
@@ -738,3 +751,25 @@ SCRIPTS = {
     "fire_schedule": _FIRE_SCHEDULE,
     "list": _LIST,
 }
+
+#: Changes with the code, so that processes running different versions of
+#: Flask-Offload against one server each call their own.
+VERSION = hashlib.sha1(
+    "".join([PRELUDE, *SCRIPTS.values()]).encode(), usedforsecurity=False
+).hexdigest()[:12]
+LIBRARY_NAME = f"flask_offload_{VERSION}"
+#: The server-side name of each function, by the name the store calls it by.
+FUNCTIONS = {name: f"{LIBRARY_NAME}_{name}" for name in SCRIPTS}
+#: The library's source, for ``FUNCTION LOAD``. In each function ``ARGV`` is
+#: its list of arguments, as it would be in a script.
+LIBRARY = "\n".join(
+    [
+        f"#!lua name={LIBRARY_NAME}",
+        PRELUDE,
+        *(
+            f"redis.register_function('{FUNCTIONS[name]}', function(_, ARGV)\n"
+            f"begin(ARGV)\n{body}end)\n"
+            for name, body in SCRIPTS.items()
+        ),
+    ]
+)
