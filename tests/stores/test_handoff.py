@@ -8,6 +8,7 @@ would have.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -168,9 +169,14 @@ def test_redis_hands_nothing_to_a_registration_that_expired(
     assert isinstance(worker, RedisStore)
     # A thread that registered and then died with its process.
     now = clock()
-    worker._run(
-        "wait", now, "dead", "", "{}", "30.0", repr(now + 30), "dead:1", repr(now + 2)
-    )
+    registration = {
+        "inbox": "dead:1",
+        "worker": "dead",
+        "queues": "",
+        "lease": "30.0",
+        "expires": repr(now + 2),
+    }
+    worker._run("wait", now, "dead", "", "{}", repr(now + 30), json.dumps(registration))
     clock.advance(5)
 
     job = make_job(web)

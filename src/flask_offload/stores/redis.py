@@ -28,10 +28,10 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     scored by run time. A claim first moves the due ones to ``ready``.
 ``running`` (sorted set)
     Running jobs scored by lease expiry, for :meth:`RedisStore.recover`.
-``running-by-queue``, ``running-by-key`` (hashes)
-    How many jobs run per queue and per concurrency key, kept by every
-    function that starts or stops a job, so a claim checks limits without
-    scanning.
+``running-by-key`` (hash)
+    How many jobs run per concurrency key, kept by every function that
+    starts or stops a job, so a claim checks limits without scanning; per
+    queue, the claim reads ``counts``.
 ``finished`` (sorted set)
     Finished jobs by finish time, for :meth:`RedisStore.purge`.
 ``jobs``, ``status:{status}``, ``queue:{queue}``, ``task:{task}``
@@ -49,15 +49,17 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
     Unique key to the id of the unfinished job holding it.
 ``schedules``, ``schedule-runs`` (hashes)
     Each schedule's spec and next run time.
-``idle`` (sorted set), ``idle-info`` (hash), ``inbox:{worker}:{thread}``
+``idle`` (sorted set), ``inbox:{worker}:{thread}`` (lists)
     Worker threads with nothing to do, each waiting on its own inbox with
-    a blocking pop. An enqueue claims the job for the longest idle thread
-    that may run it and pushes it to that thread's inbox, so the thread
-    starts it without a claim of its own; a function that publishes ``w``
-    pushes an empty item to every idle inbox instead, to send the threads
-    back to claiming.
+    a blocking pop, and registered in ``idle`` by a JSON text of the inbox,
+    worker, queues, lease and when the registration expires, scored by
+    registration time. An enqueue claims the job for the longest idle
+    thread that may run it and pushes it to that thread's inbox, so the
+    thread starts it without a claim of its own; a function that publishes
+    ``w`` pushes an empty item to every idle inbox instead, to send the
+    threads back to claiming.
 ``events`` (channel)
-    Scripts publish ``{store token}:w`` when a job may have become ready and
+    Functions publish ``{store token}:w`` when a job may have become ready and
     ``{store token}:c`` after any other change. One thread per store
     listens, on its own connection, and rings the in-process bells.
 
@@ -131,7 +133,8 @@ class RedisStore(Store):
         self._client: redis.Redis | None = None
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
-        # The inboxes this process's threads are blocked on right now.
+        # The registrations of this process's threads blocked on their
+        # inboxes right now.
         self._waiting: set[str] = set()
 
     def describe(self) -> str:
@@ -411,30 +414,41 @@ class RedisStore(Store):
     ) -> JobRecord | None:
         inbox = f"{worker}:{threading.get_ident()}"
         now = self.clock()
+        lanes = "" if queues is None else json.dumps(list(queues))
+        registration = json.dumps(
+            {
+                "inbox": inbox,
+                "worker": worker,
+                "queues": lanes,
+                "lease": _number(lease),
+                "expires": _number(now + timeout + IDLE_MARGIN),
+            }
+        )
         try:
             row = self._run(
                 "wait",
                 now,
                 worker,
-                "" if queues is None else json.dumps(list(queues)),
+                lanes,
                 json.dumps(self.queue_limits),
-                _number(lease),
                 _number(now + lease),
-                inbox,
-                _number(now + timeout + IDLE_MARGIN),
+                registration,
             )
             if row:
                 self._changes.ring()
                 return _decode(row)
 
             with self._lock:
-                self._waiting.add(inbox)
+                self._waiting.add(registration)
             try:
                 popped = self._redis().blpop([self.prefix + "inbox:" + inbox], timeout)
             finally:
                 with self._lock:
-                    self._waiting.discard(inbox)
-            item = popped[1] if popped else self._run("unwait", self.clock(), inbox)
+                    self._waiting.discard(registration)
+            if popped:
+                item = popped[1]
+            else:
+                item = self._run("unwait", self.clock(), registration, inbox)
         except redis.RedisError as error:
             # The registration expires on its own; a job handed to it in
             # the meantime waits in the inbox for this thread's next wait.
@@ -456,10 +470,10 @@ class RedisStore(Store):
     def wake_waiters(self) -> None:
         super().wake_waiters()
         with self._lock:
-            inboxes = sorted(self._waiting)
-        if inboxes:
+            registrations = sorted(self._waiting)
+        if registrations:
             try:
-                self._run("wake", self.clock(), *inboxes)
+                self._run("wake", self.clock(), *registrations)
             except redis.RedisError:
                 # The threads wake when their wait times out.
                 logger.debug("Could not wake idle threads", exc_info=True)

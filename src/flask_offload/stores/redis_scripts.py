@@ -70,8 +70,9 @@ local function drop_waiting(id, queue, run_at)
   redis.call('ZREM', P .. 'delayed', id)
 end
 
-local function count_running(queue, key, by)
-  bump('running-by-queue', queue, by)
+-- Jobs running per queue are counts['running:' .. queue], kept by
+-- set_status; per concurrency key they have a hash of their own.
+local function count_running(key, by)
   if key then
     bump('running-by-key', key, by)
   end
@@ -79,7 +80,7 @@ end
 
 local function stop_running(id, queue, key)
   redis.call('ZREM', P .. 'running', id)
-  count_running(queue, key, -1)
+  count_running(key, -1)
   redis.call('HDEL', job_key(id), 'worker', 'lease_expires_at')
 end
 
@@ -96,8 +97,8 @@ local function free_unique(id, unique)
   end
 end
 
-local function running_now(hash, name, extra)
-  local stored = tonumber(redis.call('HGET', P .. hash, name)) or 0
+local function running_now(hash, field, extra, name)
+  local stored = tonumber(redis.call('HGET', P .. hash, field)) or 0
   return stored + (extra[name] or 0)
 end
 
@@ -121,13 +122,14 @@ local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
   local chosen, by_queue, by_key = {}, {}, {}
   local function full(queue)
     local cap = limits[queue]
-    return cap ~= nil and running_now('running-by-queue', queue, by_queue) >= cap
+    return cap ~= nil
+      and running_now('counts', 'running:' .. queue, by_queue, queue) >= cap
   end
   local function admit(queue, key, key_limit)
     if full(queue) then
       return false
     end
-    if key and running_now('running-by-key', key, by_key)
+    if key and running_now('running-by-key', key, by_key, key)
         >= (tonumber(key_limit) or 1) then
       return false
     end
@@ -181,51 +183,61 @@ local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
       'lease_expires_at', lease_expiry)
     redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('ZADD', P .. 'running', lease_expiry, id)
-    count_running(h[1], h[3], 1)
+    count_running(h[3], 1)
     claimed[#claimed + 1] = redis.call('HGETALL', key)
   end
   return claimed
 end
 
 -- Idle worker threads wait on a list of their own, their inbox, with a
--- registration: the sorted set 'idle' (inbox by registration time, so the
--- longest idle is served first) and the hash 'idle-info' (inbox -> {worker,
--- queues, lease, expires}). Whatever is pushed to an inbox removes its
--- registration in the same script, so an inbox receives at most one item
+-- registration in the sorted set 'idle', scored by registration time so
+-- that the longest idle is served first. A registration is the JSON text
+-- {inbox, worker, queues, lease, expires}, made by the waiting thread,
+-- which knows it to take it back. Whatever is pushed to an inbox removes
+-- the registration in the same call, so an inbox receives at most one item
 -- per registration: a job claimed for its worker, or '' for "look for
 -- work".
-local function unregister(inbox)
-  redis.call('ZREM', P .. 'idle', inbox)
-  redis.call('HDEL', P .. 'idle-info', inbox)
-end
-
-local function push_to_inbox(inbox, item)
-  local key = P .. 'inbox:' .. inbox
-  unregister(inbox)
+local function deliver(waiter, item)
+  local key = P .. 'inbox:' .. waiter.inbox
   redis.call('RPUSH', key, item)
   redis.call('PEXPIRE', key, INBOX_TTL_MS)
 end
 
+local function push_to_inbox(registration, waiter, item)
+  redis.call('ZREM', P .. 'idle', registration)
+  deliver(waiter, item)
+end
+
 local function wake_idle()
-  local idle = redis.call('ZRANGE', P .. 'idle', 0, -1)
-  for _, inbox in ipairs(idle) do
-    push_to_inbox(inbox, '')
+  for _, registration in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
+    push_to_inbox(registration, cjson.decode(registration), '')
   end
 end
 
--- The registered idle threads, longest idle first, as {inbox, waiter}
--- pairs. A registration that looks expired gets a wake-up instead of a
--- place in the list: its process died, or its clock is behind ours, and
--- either way a living thread then claims for itself.
+local function serves(waiter, queue)
+  if waiter.queues == '' then
+    return true
+  end
+  for _, name in ipairs(cjson.decode(waiter.queues)) do
+    if name == queue then
+      return true
+    end
+  end
+  return false
+end
+
+-- The registered idle threads, longest idle first, as {registration,
+-- waiter} pairs. A registration that looks expired gets a wake-up instead
+-- of a place in the list: its process died, or its clock is behind ours,
+-- and either way a living thread then claims for itself.
 local function live_waiters()
   local live = {}
-  for _, inbox in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
-    local info = redis.call('HGET', P .. 'idle-info', inbox)
-    local waiter = info and cjson.decode(info)
-    if not waiter or tonumber(waiter.expires) < NOW then
-      push_to_inbox(inbox, '')
+  for _, registration in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
+    local waiter = cjson.decode(registration)
+    if tonumber(waiter.expires) < NOW then
+      push_to_inbox(registration, waiter, '')
     else
-      live[#live + 1] = {inbox, waiter}
+      live[#live + 1] = {registration, waiter}
     end
   end
   return live
@@ -235,11 +247,11 @@ end
 -- to that thread's inbox. Returns whether a thread got one.
 local function hand_to_idle(limits)
   for _, pair in ipairs(live_waiters()) do
-    local inbox, waiter = pair[1], pair[2]
+    local registration, waiter = pair[1], pair[2]
     local claimed = claim_jobs(waiter.worker, waiter.queues, limits, 1,
       string.format('%.17g', NOW + tonumber(waiter.lease)))
     if #claimed > 0 then
-      push_to_inbox(inbox, cjson.encode(claimed[1]))
+      push_to_inbox(registration, waiter, cjson.encode(claimed[1]))
       return true
     end
   end
@@ -293,7 +305,7 @@ local function store_job(job, fields)
   redis.call('ZADD', P .. 'status:' .. status, 0, id)
   if status == 'running' then
     redis.call('ZADD', P .. 'running', job.lease_expires_at or NOW_TEXT, id)
-    count_running(queue, job.concurrency_key, 1)
+    count_running(job.concurrency_key, 1)
   elseif FINISHED[status] then
     if job.finished_at then
       redis.call('ZADD', P .. 'finished', job.finished_at, id)
@@ -312,21 +324,20 @@ _ENQUEUE = r"""
 local limits = cjson.decode(ARGV[4])
 local job, fields = read_job(ARGV, 5)
 
--- The longest idle thread that serves ``queue``, if any.
+-- The longest idle thread, taken off the idle set, if it is alive and
+-- serves ``queue``: one command in the common case. Otherwise it goes back,
+-- and the job takes the general way, which looks at every idle thread.
 local function idle_taker(queue)
-  for _, pair in ipairs(live_waiters()) do
-    local waiter = pair[2]
-    local serves = waiter.queues == ''
-    if not serves then
-      for _, name in ipairs(cjson.decode(waiter.queues)) do
-        serves = serves or name == queue
-      end
-    end
-    if serves then
-      return pair[1], waiter
-    end
+  local first = redis.call('ZPOPMIN', P .. 'idle')
+  if #first == 0 then
+    return nil
   end
-  return nil, nil
+  local waiter = cjson.decode(first[1])
+  if tonumber(waiter.expires) >= NOW and serves(waiter, queue) then
+    return waiter
+  end
+  redis.call('ZADD', P .. 'idle', first[2], first[1])
+  return nil
 end
 
 -- The common case, kept cheap: nothing else is ready and the job has no
@@ -340,8 +351,8 @@ local function hand_straight()
         'LIMIT', 0, 1) > 0 then
     return false
   end
-  local inbox, waiter = idle_taker(job.queue)
-  if not inbox then
+  local waiter = idle_taker(job.queue)
+  if not waiter then
     return false
   end
   job.status = 'running'
@@ -355,7 +366,7 @@ local function hand_straight()
     running[#running + 1] = value
   end
   store_job(job, running)
-  push_to_inbox(inbox, cjson.encode(running))
+  deliver(waiter, cjson.encode(running))
   return true
 end
 
@@ -383,33 +394,31 @@ return {}
 """
 
 # ARGV[4] worker, [5] queues (JSON, '' for all), [6] queue limits (JSON),
-# [7] lease seconds, [8] lease expiry, [9] inbox, [10] when the
-# registration expires. Claims a job at once if one is ready; else
-# registers the inbox as idle.
+# [7] lease expiry, [8] registration (JSON: inbox, worker, queues, lease
+# seconds, expires). Claims a job at once if one is ready; else registers
+# the thread as idle.
 _WAIT = r"""
-local claimed = claim_jobs(ARGV[4], ARGV[5], cjson.decode(ARGV[6]), 1, ARGV[8])
+local claimed = claim_jobs(ARGV[4], ARGV[5], cjson.decode(ARGV[6]), 1, ARGV[7])
 if #claimed > 0 then
   publish('c')
   return claimed[1]
 end
-redis.call('ZADD', P .. 'idle', NOW_TEXT, ARGV[9])
-redis.call('HSET', P .. 'idle-info', ARGV[9], cjson.encode({worker = ARGV[4],
-  queues = ARGV[5], lease = ARGV[7], expires = ARGV[10]}))
+redis.call('ZADD', P .. 'idle', NOW_TEXT, ARGV[8])
 return {}
 """
 
-# ARGV[4] inbox. A wait that timed out: unregister, and take what was
-# pushed in the meantime, if anything.
+# ARGV[4] registration, [5] inbox. A wait that timed out: unregister, and
+# take what was pushed in the meantime, if anything.
 _UNWAIT = r"""
-unregister(ARGV[4])
-return redis.call('LPOP', P .. 'inbox:' .. ARGV[4])
+redis.call('ZREM', P .. 'idle', ARGV[4])
+return redis.call('LPOP', P .. 'inbox:' .. ARGV[5])
 """
 
-# ARGV[4...] inboxes of this process: wake those still registered.
+# ARGV[4...] registrations of this process: wake those still registered.
 _WAKE = r"""
 for i = 4, #ARGV do
   if redis.call('ZSCORE', P .. 'idle', ARGV[i]) then
-    push_to_inbox(ARGV[i], '')
+    push_to_inbox(ARGV[i], cjson.decode(ARGV[i]), '')
   end
 end
 return 0
