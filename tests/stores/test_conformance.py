@@ -6,6 +6,7 @@ nothing here sleeps.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -74,6 +75,36 @@ def test_an_enqueued_job_reads_back_as_queued_with_its_fields(store: Store) -> N
     assert stored.status == QUEUED
     assert stored.arguments == '{"args":[1],"kwargs":{}}'
     assert stored.attempts == 0
+
+
+def test_text_beyond_ascii_reads_back_unchanged(store: Store) -> None:
+    now = store.clock()
+    text = 'Zoë 😀 \u2028 "quoted" \\ back'
+    job = store.enqueue(
+        JobRecord(
+            id=new_job_id(),
+            task="tâches.rapport",
+            arguments=json.dumps({"args": [text], "kwargs": {}}, ensure_ascii=False),
+            queue="file-dattente-à",
+            priority=0,
+            enqueued_at=now,
+            run_at=now,
+            concurrency_key=f"clé:{text}",
+            unique_key=f"unique:{text}",
+        )
+    )
+
+    [claimed] = store.claim("w1", None, 1, LEASE)
+    stored = store.get(job.id)
+
+    for record in (claimed, stored):
+        assert record is not None
+        assert json.loads(record.arguments)["args"] == [text]
+        assert (record.task, record.queue) == ("tâches.rapport", "file-dattente-à")
+        assert (record.concurrency_key, record.unique_key) == (
+            f"clé:{text}",
+            f"unique:{text}",
+        )
 
 
 def test_get_of_an_unknown_id_returns_none(store: Store) -> None:

@@ -169,7 +169,7 @@ class RedisStore(Store):
 
     def enqueue(self, job: JobRecord) -> JobRecord:
         existing = self._run(
-            "enqueue", self.clock(), json.dumps(self.queue_limits), *_encode(job)
+            "enqueue", self.clock(), json.dumps(self.queue_limits), _encode(job)
         )
         if existing:
             return _decode(existing)
@@ -382,7 +382,7 @@ class RedisStore(Store):
             name,
             _number(due_at),
             _number(next_run_at),
-            *_encode(job),
+            _encode(job),
         )
         if fired:
             self._work.ring()
@@ -602,15 +602,17 @@ def _text(name: str, value: object) -> str:
     return str(value)
 
 
-def _encode(job: JobRecord) -> list[str]:
-    """The job's fields as name, value pairs; ``None`` fields are left out."""
-    flat: list[str] = []
-    for name in _FIELD_NAMES:
-        value = getattr(job, name)
-        if value is not None:
-            flat += [name, _text(name, value)]
-
-    return flat
+def _encode(job: JobRecord) -> str:
+    """The job as a JSON object of its fields as text; ``None`` fields are
+    left out. One argument rather than a pair per field: each argument costs
+    the client and the server time on the enqueue path."""
+    return json.dumps(
+        {
+            name: _text(name, value)
+            for name in _FIELD_NAMES
+            if (value := getattr(job, name)) is not None
+        }
+    )
 
 
 def _decode(row: Sequence[str]) -> JobRecord:

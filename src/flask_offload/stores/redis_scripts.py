@@ -283,12 +283,13 @@ local function publish(kind)
   announce(kind)
 end
 
-local function read_job(args, first)
-  local job, fields = {}, {}
-  for i = first, #args, 2 do
-    job[args[i]] = args[i + 1]
-    fields[#fields + 1] = args[i]
-    fields[#fields + 1] = args[i + 1]
+-- A job from the JSON object of its fields, as a table and as the flat
+-- list of names and values that HSET takes.
+local function read_job(text)
+  local job, fields = cjson.decode(text), {}
+  for name, value in pairs(job) do
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
   end
   return job, fields
 end
@@ -319,10 +320,10 @@ local function store_job(job, fields)
 end
 """
 
-# ARGV[4] queue limits (JSON), [5...] the job's fields and values.
+# ARGV[4] queue limits (JSON), [5] the job (JSON, as _encode writes it).
 _ENQUEUE = r"""
 local limits = cjson.decode(ARGV[4])
-local job, fields = read_job(ARGV, 5)
+local job, fields = read_job(ARGV[5])
 
 -- The longest idle thread, taken off the idle set, if it is alive and
 -- serves ``queue``: one command in the common case. Otherwise it goes back,
@@ -658,14 +659,14 @@ redis.call('HSET', P .. 'schedule-runs', ARGV[4], ARGV[6])
 return ARGV[6]
 """
 
-# ARGV[4] name, [5] due time, [6] next run time, [7...] the job's fields.
+# ARGV[4] name, [5] due time, [6] next run time, [7] the job (JSON).
 _FIRE_SCHEDULE = r"""
 if not redis.call('HGET', P .. 'schedules', ARGV[4])
     or redis.call('HGET', P .. 'schedule-runs', ARGV[4]) ~= ARGV[5] then
   return 0
 end
 redis.call('HSET', P .. 'schedule-runs', ARGV[4], ARGV[6])
-store_job(read_job(ARGV, 7))
+store_job(read_job(ARGV[7]))
 publish('w')
 return 1
 """
