@@ -187,6 +187,42 @@ def test_redis_hands_nothing_to_a_registration_that_expired(
     assert claimed.id == job.id
 
 
+def test_redis_recovers_a_job_handed_to_a_thread_that_died_and_empties_its_inbox(
+    two_redis_stores: tuple[Store, Store], clock: FakeClock
+) -> None:
+    import redis
+
+    from flask_offload.stores.redis import RedisStore
+
+    worker, web = two_redis_stores
+    assert isinstance(worker, RedisStore)
+    # A thread that registered, was handed a job, and died before taking it.
+    now = clock()
+    registration = {
+        "inbox": "dead:1",
+        "worker": "dead",
+        "queues": "",
+        "lease": "30.0",
+        "expires": repr(now + 60),
+    }
+    worker._run("wait", now, "dead", "", "{}", repr(now + 30), json.dumps(registration))
+    job = make_job(web)
+    handed = web.get(job.id)
+    assert handed is not None and (handed.status, handed.worker) == (RUNNING, "dead")
+    client = redis.Redis.from_url(worker.url)
+    inbox = worker.prefix + "inbox:dead:1"
+    assert client.llen(inbox) == 1
+
+    clock.advance(31)
+    [recovered] = web.recover(3)
+
+    assert recovered.id == job.id
+    stored = web.get(job.id)
+    assert stored is not None and stored.status == "queued"
+    assert client.exists(inbox) == 0
+    client.close()
+
+
 def test_redis_wakes_a_thread_whose_clock_is_behind_instead_of_skipping_it(
     two_redis_stores: tuple[Store, Store], clock: FakeClock
 ) -> None:

@@ -197,15 +197,11 @@ end
 -- the registration in the same call, so an inbox receives at most one item
 -- per registration: a job claimed for its worker, or '' for "look for
 -- work".
-local function deliver(waiter, item)
+local function push_to_inbox(registration, waiter, item)
   local key = P .. 'inbox:' .. waiter.inbox
+  redis.call('ZREM', P .. 'idle', registration)
   redis.call('RPUSH', key, item)
   redis.call('PEXPIRE', key, INBOX_TTL_MS)
-end
-
-local function push_to_inbox(registration, waiter, item)
-  redis.call('ZREM', P .. 'idle', registration)
-  deliver(waiter, item)
 end
 
 local function wake_idle()
@@ -241,6 +237,24 @@ local function live_waiters()
     end
   end
   return live
+end
+
+-- Remove job ``id`` from ``inbox``, where the enqueue put it for a thread
+-- that then died before taking it. An inbox so handed a job has no expiry
+-- (it would have cost the enqueue another command), so this also keeps it
+-- from staying behind.
+local function take_back(id, inbox)
+  local key = P .. 'inbox:' .. inbox
+  for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    if item ~= '' then
+      local row = cjson.decode(item)
+      for i = 1, #row, 2 do
+        if row[i] == 'id' and row[i + 1] == id then
+          redis.call('LREM', key, 1, item)
+        end
+      end
+    end
+  end
 end
 
 -- Claim one job for the first idle thread that may take it, and push it
@@ -361,13 +375,16 @@ local function hand_straight()
   job.started_at = NOW_TEXT
   job.lease_expires_at = string.format('%.17g', NOW + tonumber(waiter.lease))
   job.attempts = tostring((tonumber(job.attempts) or 0) + 1)
+  -- For the recovery of the job, should the thread die before taking it:
+  -- see take_back().
+  job.inbox = waiter.inbox
   local running = {}
   for name, value in pairs(job) do
     running[#running + 1] = name
     running[#running + 1] = value
   end
   store_job(job, running)
-  deliver(waiter, cjson.encode(running))
+  redis.call('RPUSH', P .. 'inbox:' .. waiter.inbox, cjson.encode(running))
   return true
 end
 
@@ -547,9 +564,13 @@ for i = 4, #ARGV, 4 do
   local key = job_key(id)
   local h = redis.call('HMGET', key, 'status', 'worker', 'attempts',
     'lease_expires_at', 'queue', 'concurrency_key', 'priority', 'run_at',
-    'unique_key')
+    'unique_key', 'inbox')
   if h[1] == 'running' and h[2] == ARGV[i + 1] and h[3] == ARGV[i + 2]
       and tonumber(h[4]) < NOW then
+    if h[10] then
+      take_back(id, h[10])
+      redis.call('HDEL', key, 'inbox')
+    end
     if failure == '' then
       requeue(id, h[5], h[6], h[7], h[8])
       redis.call('HINCRBY', key, 'recoveries', 1)
