@@ -223,6 +223,28 @@ def test_redis_recovers_a_job_handed_to_a_thread_that_died_and_empties_its_inbox
     client.close()
 
 
+def test_redis_wakes_a_thread_registered_by_an_older_version_and_keeps_the_job(
+    two_redis_stores: tuple[Store, Store],
+) -> None:
+    import redis
+
+    from flask_offload.stores.redis import RedisStore
+
+    worker, web = two_redis_stores
+    assert isinstance(worker, RedisStore)
+    # Before registrations were JSON, one was its inbox's name alone.
+    client = redis.Redis.from_url(worker.url, decode_responses=True)
+    client.zadd(worker.prefix + "idle", {"old:1": worker.clock()})
+
+    job = make_job(web)
+
+    stored = web.get(job.id)
+    assert stored is not None and stored.status == "queued"
+    assert client.lrange(worker.prefix + "inbox:old:1", 0, -1) == [""]
+    assert client.zcard(worker.prefix + "idle") == 0
+    client.close()
+
+
 def test_redis_wakes_a_thread_whose_clock_is_behind_instead_of_skipping_it(
     two_redis_stores: tuple[Store, Store], clock: FakeClock
 ) -> None:

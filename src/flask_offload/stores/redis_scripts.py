@@ -197,6 +197,17 @@ end
 -- the registration in the same call, so an inbox receives at most one item
 -- per registration: a job claimed for its worker, or '' for "look for
 -- work".
+-- A registration's details. One made by a version before registrations
+-- were JSON is only its inbox's name: it reads as expired, which wakes
+-- its thread to claim for itself.
+local function read_registration(registration)
+  local ok, waiter = pcall(cjson.decode, registration)
+  if ok and type(waiter) == 'table' then
+    return waiter
+  end
+  return {inbox = registration, expires = '0', queues = ''}
+end
+
 local function push_to_inbox(registration, waiter, item)
   local key = P .. 'inbox:' .. waiter.inbox
   redis.call('ZREM', P .. 'idle', registration)
@@ -206,7 +217,7 @@ end
 
 local function wake_idle()
   for _, registration in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
-    push_to_inbox(registration, cjson.decode(registration), '')
+    push_to_inbox(registration, read_registration(registration), '')
   end
 end
 
@@ -229,7 +240,7 @@ end
 local function live_waiters()
   local live = {}
   for _, registration in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
-    local waiter = cjson.decode(registration)
+    local waiter = read_registration(registration)
     if tonumber(waiter.expires) < NOW then
       push_to_inbox(registration, waiter, '')
     else
@@ -347,7 +358,7 @@ local function idle_taker(queue)
   if #first == 0 then
     return nil
   end
-  local waiter = cjson.decode(first[1])
+  local waiter = read_registration(first[1])
   if tonumber(waiter.expires) >= NOW and serves(waiter, queue) then
     return waiter
   end
@@ -436,7 +447,7 @@ return redis.call('LPOP', P .. 'inbox:' .. ARGV[5])
 _WAKE = r"""
 for i = 4, #ARGV do
   if redis.call('ZSCORE', P .. 'idle', ARGV[i]) then
-    push_to_inbox(ARGV[i], cjson.decode(ARGV[i]), '')
+    push_to_inbox(ARGV[i], read_registration(ARGV[i]), '')
   end
 end
 return 0
