@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from flask_offload.records import RUNNING, SUCCEEDED, JobRecord, Outcome
-from flask_offload.stores import Store
+from flask_offload.records import QUEUED, RUNNING, SUCCEEDED, JobRecord, Outcome
+from flask_offload.stores import ListFilter, Store
 from tests.conftest import FakeClock
 from tests.stores.conftest import delete_redis_keys, fresh_redis_store
-from tests.stores.test_conformance import LEASE, make_job
+from tests.stores.test_conformance import LEASE, make_job, succeeded
 
 #: Long enough that a waiter still blocked at the end was never woken.
 WAIT = 5.0
@@ -125,6 +125,32 @@ def test_redis_hands_a_job_to_a_thread_of_another_process_claimed(
     assert worker.counts()["default"][RUNNING] == 1
 
 
+def test_redis_counts_and_lists_a_job_handed_straight_at_once_and_once_it_ends(
+    two_redis_stores: tuple[Store, Store],
+) -> None:
+    worker, web = two_redis_stores
+    waiter = Waiter(worker, "w1")
+
+    job = make_job(web, task="tasks.handed")
+    handed = waiter.result()
+
+    assert handed is not None and handed.id == job.id
+    assert web.counts()["default"][RUNNING] == 1
+    for where in (
+        ListFilter(),
+        ListFilter(status=RUNNING),
+        ListFilter(queue="default"),
+        ListFilter(task="tasks.handed"),
+    ):
+        assert [record.id for record in web.list_jobs(where)] == [job.id]
+    assert worker.finish("w1", [succeeded(handed)]) == [job.id]
+    counts = web.counts()["default"]
+    assert (counts[QUEUED], counts[RUNNING], counts[SUCCEEDED]) == (0, 0, 1)
+    assert web.list_jobs(ListFilter(status=RUNNING)) == []
+    finished = web.list_jobs(ListFilter(status=SUCCEEDED))
+    assert [record.id for record in finished] == [job.id]
+
+
 def test_redis_hands_no_job_of_a_queue_the_thread_does_not_serve(
     two_redis_stores: tuple[Store, Store],
 ) -> None:
@@ -220,6 +246,10 @@ def test_redis_recovers_a_job_handed_to_a_thread_that_died_and_empties_its_inbox
     stored = web.get(job.id)
     assert stored is not None and stored.status == "queued"
     assert client.exists(inbox) == 0
+    counts = web.counts()["default"]
+    assert (counts[QUEUED], counts[RUNNING]) == (1, 0)
+    queued = web.list_jobs(ListFilter(status=QUEUED))
+    assert [record.id for record in queued] == [job.id]
     client.close()
 
 

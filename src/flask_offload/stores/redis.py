@@ -45,6 +45,10 @@ Data layout, every key under ``prefix`` (default ``"offload:"``):
 ``counts`` (hash)
     ``{status}:{queue}`` to a number, kept by every function, so
     :meth:`RedisStore.counts` never scans.
+``unindexed`` (list)
+    Jobs the enqueue handed straight to an idle thread, stored as their
+    hash alone to keep the job's wait short: the next function that reads
+    or changes the indexes, counts or leases adds them there first.
 ``unique`` (hash)
     Unique key to the id of the unfinished job holding it.
 ``schedules``, ``schedule-runs`` (hashes)
@@ -296,7 +300,8 @@ class RedisStore(Store):
 
     def counts(self) -> dict[str, dict[Status, int]]:
         counts: dict[str, dict[Status, int]] = {}
-        for field, number in self._redis().hgetall(self.prefix + "counts").items():
+        row = self._run("counts", self.clock())
+        for field, number in zip(row[::2], row[1::2], strict=True):
             status, _, queue = str(field).partition(":")
             if status in STATUSES:
                 by_status = counts.setdefault(queue, self.empty_counts())

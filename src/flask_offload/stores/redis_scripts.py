@@ -343,6 +343,34 @@ local function store_job(job, fields)
     redis.call('HSET', P .. 'unique', job.unique_key, id)
   end
 end
+
+-- The enqueue's common path (hand_straight) stores a job that starts at
+-- once as its record alone and lists its id in 'unindexed', because each
+-- command it saves is time the job waits to start. The listing indexes,
+-- the counts and the lease entry follow here, at the start of the next
+-- call that reads them or changes the job (see FUNCTIONS_LEAVING_PENDING),
+-- so that no caller ever sees them missing.
+local function index_pending()
+  local ids = redis.call('LRANGE', P .. 'unindexed', 0, -1)
+  if #ids == 0 then
+    return
+  end
+  redis.call('DEL', P .. 'unindexed')
+  for _, id in ipairs(ids) do
+    local h = redis.call('HMGET', job_key(id), 'status', 'queue', 'task',
+      'lease_expires_at')
+    if h[1] then
+      redis.call('ZADD', P .. 'jobs', 0, id)
+      redis.call('ZADD', P .. 'queue:' .. h[2], 0, id)
+      redis.call('ZADD', P .. 'task:' .. h[3], 0, id)
+      bump('counts', h[1] .. ':' .. h[2], 1)
+      redis.call('ZADD', P .. 'status:' .. h[1], 0, id)
+      if h[1] == 'running' then
+        redis.call('ZADD', P .. 'running', h[4], id)
+      end
+    end
+  end
+end
 """
 
 # ARGV[4] queue limits (JSON), [5] the job (JSON, as _encode writes it).
@@ -394,7 +422,11 @@ local function hand_straight()
     running[#running + 1] = name
     running[#running + 1] = value
   end
-  store_job(job, running)
+  redis.call('HSET', job_key(job.id), unpack(running))
+  if job.unique_key then
+    redis.call('HSET', P .. 'unique', job.unique_key, job.id)
+  end
+  redis.call('RPUSH', P .. 'unindexed', job.id)
   redis.call('RPUSH', P .. 'inbox:' .. waiter.inbox, cjson.encode(running))
   return true
 end
@@ -410,6 +442,8 @@ if hand_straight() then
   -- idle thread, and no Job.wait, which waits for it to end.
   return {}
 end
+-- Before any claim counts what runs.
+index_pending()
 store_job(job, fields)
 if job.status == 'queued' and tonumber(job.run_at) <= NOW
     and hand_to_idle(limits) then
@@ -776,6 +810,10 @@ end
 return found
 """
 
+_COUNTS = r"""
+return redis.call('HGETALL', P .. 'counts')
+"""
+
 SCRIPTS = {
     "enqueue": _ENQUEUE,
     "wait": _WAIT,
@@ -792,12 +830,21 @@ SCRIPTS = {
     "sync_schedule": _SYNC_SCHEDULE,
     "fire_schedule": _FIRE_SCHEDULE,
     "list": _LIST,
+    "counts": _COUNTS,
 }
+
+#: Functions that start without index_pending(): they neither read the
+#: listing indexes, the counts or the lease entries, nor change a job's
+#: status. The enqueue calls it itself, off its common path.
+FUNCTIONS_LEAVING_PENDING = frozenset(
+    {"enqueue", "unwait", "wake", "heartbeat", "set_progress", "sync_schedule"}
+)
 
 #: Changes with the code, so that processes running different versions of
 #: Flask-Offload against one server each call their own.
 VERSION = hashlib.sha1(
-    "".join([PRELUDE, *SCRIPTS.values()]).encode(), usedforsecurity=False
+    "".join([PRELUDE, *SCRIPTS.values(), *sorted(FUNCTIONS_LEAVING_PENDING)]).encode(),
+    usedforsecurity=False,
 ).hexdigest()[:12]
 LIBRARY_NAME = f"flask_offload_{VERSION}"
 #: The server-side name of each function, by the name the store calls it by.
@@ -810,7 +857,9 @@ LIBRARY = "\n".join(
         PRELUDE,
         *(
             f"redis.register_function('{FUNCTIONS[name]}', function(_, ARGV)\n"
-            f"begin(ARGV)\n{body}end)\n"
+            f"begin(ARGV)\n"
+            f"{'' if name in FUNCTIONS_LEAVING_PENDING else 'index_pending()'}\n"
+            f"{body}end)\n"
             for name, body in SCRIPTS.items()
         ),
     ]
