@@ -469,8 +469,11 @@ class RedisStore(Store):
 
         if not item:
             return None
+        handed = json.loads(item)
+        if isinstance(handed, dict):
+            return _decode_mapping(handed)
 
-        return _decode(json.loads(item))
+        return _decode(handed)
 
     def wake_waiters(self) -> None:
         super().wake_waiters()

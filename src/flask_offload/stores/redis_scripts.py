@@ -257,13 +257,15 @@ end
 local function take_back(id, inbox)
   local key = P .. 'inbox:' .. inbox
   for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
-    if item ~= '' then
-      local row = cjson.decode(item)
-      for i = 1, #row, 2 do
-        if row[i] == 'id' and row[i + 1] == id then
-          redis.call('LREM', key, 1, item)
-        end
-      end
+    -- What the common path hands is the job as an object; a claim for an
+    -- idle thread hands the flat list of its fields.
+    local handed = item ~= '' and cjson.decode(item)
+    local found = handed and handed.id == id
+    for i = 1, handed and #handed or 0, 2 do
+      found = found or (handed[i] == 'id' and handed[i + 1] == id)
+    end
+    if found then
+      redis.call('LREM', key, 1, item)
     end
   end
 end
@@ -375,7 +377,8 @@ end
 
 # ARGV[4] queue limits (JSON), [5] the job (JSON, as _encode writes it).
 _ENQUEUE = r"""
-local limits = cjson.decode(ARGV[4])
+-- Decoded only where needed: most apps set no limits ('{}').
+local limits_text = ARGV[4]
 local job, fields = read_job(ARGV[5])
 
 -- The longest idle thread, taken off the idle set, if it is alive and
@@ -399,7 +402,8 @@ end
 -- running for an idle thread instead of queued and then claimed.
 local function hand_straight()
   if job.status ~= 'queued' or tonumber(job.run_at) > NOW
-      or job.concurrency_key or limits[job.queue] ~= nil
+      or job.concurrency_key
+      or (limits_text ~= '{}' and cjson.decode(limits_text)[job.queue] ~= nil)
       or redis.call('ZCARD', P .. 'ready') > 0
       or #redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW_TEXT,
         'LIMIT', 0, 1) > 0 then
@@ -427,7 +431,9 @@ local function hand_straight()
     redis.call('HSET', P .. 'unique', job.unique_key, job.id)
   end
   redis.call('RPUSH', P .. 'unindexed', job.id)
-  redis.call('RPUSH', P .. 'inbox:' .. waiter.inbox, cjson.encode(running))
+  -- An object rather than the flat list of a claim: the worker reads it
+  -- without pairing names and values first.
+  redis.call('RPUSH', P .. 'inbox:' .. waiter.inbox, cjson.encode(job))
   return true
 end
 
@@ -446,7 +452,7 @@ end
 index_pending()
 store_job(job, fields)
 if job.status == 'queued' and tonumber(job.run_at) <= NOW
-    and hand_to_idle(limits) then
+    and hand_to_idle(cjson.decode(limits_text)) then
   announce('c')
 else
   -- Every idle thread just tried to claim for itself and could not: only
