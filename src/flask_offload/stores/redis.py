@@ -176,7 +176,7 @@ class RedisStore(Store):
             "enqueue", self.clock(), json.dumps(self.queue_limits), _encode(job)
         )
         if existing:
-            return _decode(existing)
+            return _read_job(existing)
         self._work.ring()
         self._changes.ring()
 
@@ -228,7 +228,9 @@ class RedisStore(Store):
         if applied or claimed:
             self._changes.ring()
 
-        return [str(job_id) for job_id in applied], [_decode(row) for row in claimed]
+        return [str(job_id) for job_id in applied], [
+            _read_job(text) for text in claimed
+        ]
 
     def heartbeat(self, worker: str, job_ids: Iterable[str], lease: float) -> Heartbeat:
         ids = list(job_ids)
@@ -254,7 +256,7 @@ class RedisStore(Store):
 
     def recover(self, max_recoveries: int) -> list[JobRecord]:
         now = self.clock()
-        expired = [_decode(row) for row in self._run("expired", now)]
+        expired = [_read_job(text) for text in self._run("expired", now)]
         if not expired:
             return []
 
@@ -294,7 +296,7 @@ class RedisStore(Store):
             where.before or "",
             where.after or "",
         )
-        records = [_decode(row) for row in rows]
+        records = [_read_job(text) for text in rows]
 
         return records[::-1] if where.after else records
 
@@ -441,7 +443,7 @@ class RedisStore(Store):
             )
             if row:
                 self._changes.ring()
-                return _decode(row)
+                return _read_job(row)
 
             with self._lock:
                 self._waiting.add(registration)
@@ -469,11 +471,8 @@ class RedisStore(Store):
 
         if not item:
             return None
-        handed = json.loads(item)
-        if isinstance(handed, dict):
-            return _decode_mapping(handed)
 
-        return _decode(handed)
+        return _read_job(str(item))
 
     def wake_waiters(self) -> None:
         super().wake_waiters()
@@ -621,6 +620,17 @@ def _encode(job: JobRecord) -> str:
             if (value := getattr(job, name)) is not None
         }
     )
+
+
+def _read_job(text: str) -> JobRecord:
+    """A job from the JSON text of its hash, as the functions send every job
+    (job_text() in the Lua); an inbox filled by an earlier version may hold
+    the flat list of HGETALL instead."""
+    handed = json.loads(text)
+    if isinstance(handed, list):
+        return _decode(handed)
+
+    return _decode_mapping(handed)
 
 
 def _decode(row: Sequence[str]) -> JobRecord:

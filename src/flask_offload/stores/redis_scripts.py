@@ -35,6 +35,17 @@ local function ready_member(id, run_at)
   return string.format('%021.6f', tonumber(run_at)) .. ':' .. id
 end
 
+-- A job's hash as the JSON text of an object: one string for the client
+-- to read, where the flat list of HGETALL is two for every field, each
+-- parsed on its own by a client without a parser in C.
+local function job_text(id)
+  local row, job = redis.call('HGETALL', job_key(id)), {}
+  for i = 1, #row, 2 do
+    job[row[i]] = row[i + 1]
+  end
+  return cjson.encode(job)
+end
+
 local function bump(hash, field, by)
   if redis.call('HINCRBY', P .. hash, field, by) <= 0 then
     redis.call('HDEL', P .. hash, field)
@@ -104,7 +115,7 @@ end
 
 -- Queue the scheduled jobs that are due, then move up to ``limit`` ready
 -- jobs of ``lanes`` (a JSON list of queues, '' for all) to running for
--- ``worker``, as the limits allow. Returns each claimed job's HGETALL row.
+-- ``worker``, as the limits allow. Returns each claimed job's job_text().
 local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
   local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOW_TEXT)
   for _, id in ipairs(due) do
@@ -184,7 +195,7 @@ local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
     redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('ZADD', P .. 'running', lease_expiry, id)
     count_running(h[3], 1)
-    claimed[#claimed + 1] = redis.call('HGETALL', key)
+    claimed[#claimed + 1] = job_text(id)
   end
   return claimed
 end
@@ -257,8 +268,8 @@ end
 local function take_back(id, inbox)
   local key = P .. 'inbox:' .. inbox
   for _, item in ipairs(redis.call('LRANGE', key, 0, -1)) do
-    -- What the common path hands is the job as an object; a claim for an
-    -- idle thread hands the flat list of its fields.
+    -- A job is handed as an object; earlier versions handed a claimed
+    -- one as the flat list of its fields.
     local handed = item ~= '' and cjson.decode(item)
     local found = handed and handed.id == id
     for i = 1, handed and #handed or 0, 2 do
@@ -278,7 +289,7 @@ local function hand_to_idle(limits)
     local claimed = claim_jobs(waiter.worker, waiter.queues, limits, 1,
       string.format('%.17g', NOW + tonumber(waiter.lease)))
     if #claimed > 0 then
-      push_to_inbox(registration, waiter, cjson.encode(claimed[1]))
+      push_to_inbox(registration, waiter, claimed[1])
       return true
     end
   end
@@ -440,7 +451,7 @@ end
 if job.unique_key and not FINISHED[job.status] then
   local existing = redis.call('HGET', P .. 'unique', job.unique_key)
   if existing then
-    return redis.call('HGETALL', job_key(existing))
+    return job_text(existing)
   end
 end
 if hand_straight() then
@@ -601,7 +612,7 @@ _EXPIRED = r"""
 local found = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'running', '-inf',
     '(' .. NOW_TEXT)) do
-  found[#found + 1] = redis.call('HGETALL', job_key(id))
+  found[#found + 1] = job_text(id)
 end
 return found
 """
@@ -785,7 +796,7 @@ local found = {}
 if filters <= 1 then
   if want > 0 then
     for _, id in ipairs(slice(skip, want)) do
-      found[#found + 1] = redis.call('HGETALL', job_key(id))
+      found[#found + 1] = job_text(id)
     end
   end
   return found
@@ -804,7 +815,7 @@ while #found < want do
       if skip > 0 then
         skip = skip - 1
       else
-        found[#found + 1] = redis.call('HGETALL', job_key(id))
+        found[#found + 1] = job_text(id)
         if #found >= want then
           break
         end
