@@ -179,3 +179,28 @@ def test_a_version_3_postgresql_database_gains_job_logs_in_place() -> None:
     assert columns == {column.name for column in metadata.tables["offload_jobs"].c}
     assert indexes == {index.name for index in metadata.tables["offload_jobs"].indexes}
     assert version == CURRENT_VERSION
+
+
+def test_a_postgresql_claim_finds_its_jobs_without_the_index_of_ready_jobs() -> None:
+    """A burst of jobs in a table whose statistics are older than it: the
+    planner believes the index of ready jobs holds a row or two, and a claim
+    that let it read the chosen ids from there read every queued job."""
+    from flask_offload.stores.sql_statements import _Prepared, _start_statement
+    from tests.stores.test_conformance import make_job
+
+    store = SQLStore(fresh_postgres_database())
+    store.open()
+    try:
+        ids = [make_job(store).id for _ in range(3000)][:128]
+        start = _Prepared(_start_statement(len(ids)), store.engine.dialect)
+        values = {"b_now": 0.0, "b_worker": "w1", "b_lease_expires_at": 30.0}
+        values.update({f"b_id_{i}": job_id for i, job_id in enumerate(ids)})
+        with store.engine.connect() as connection:
+            cursor = connection.connection.cursor()
+            cursor.execute("EXPLAIN " + start.sql, start.parameters(values))
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            connection.rollback()
+    finally:
+        store.close()
+
+    assert "ix_offload_jobs_ready" not in plan, plan
