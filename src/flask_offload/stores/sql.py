@@ -258,13 +258,23 @@ class SQLStore(Store):
             "b_channel": WORK_CHANNEL,
             "b_offer": self._offer_of(job),
         }
+        with self._autocommit_cursor() as cursor:
+            statement.execute(cursor, values)
+
+    @contextmanager
+    def _autocommit_cursor(self) -> Iterator[Any]:
+        """A DBAPI cursor on PostgreSQL outside a transaction block, where
+        each statement commits on its own: for the one-statement paths,
+        which then cost one round trip."""
         connection = self.engine.raw_connection()
         try:
             driver = connection.driver_connection
             assert driver is not None
             driver.autocommit = True
             try:
-                statement.execute(connection.cursor(), values).close()
+                cursor = connection.cursor()
+                yield cursor
+                cursor.close()
             finally:
                 driver.autocommit = False
         finally:
@@ -646,16 +656,14 @@ class SQLStore(Store):
 
         now = self.clock()
         take = self._prepared("take-offered", lambda: _TAKE_OFFERED)
-        with self._write_cursor(relaxed=True) as cursor:
-            row = take.execute(
-                cursor,
-                {
-                    "b_id": job_id,
-                    "b_now": now,
-                    "b_worker": worker,
-                    "b_lease_expires_at": now + lease,
-                },
-            ).fetchone()
+        values = {
+            "b_id": job_id,
+            "b_now": now,
+            "b_worker": worker,
+            "b_lease_expires_at": now + lease,
+        }
+        with self._autocommit_cursor() as cursor:
+            row = take.execute(cursor, values).fetchone()
         if row is None:
             return None
         self._changes.ring()

@@ -157,7 +157,10 @@ _INSERT_AND_NOTIFY = select(
 
 #: Claims one offered job by its id (PostgreSQL's hand-over; see
 #: :meth:`SQLStore.wait_for_job`): only while it is still queued and due and
-#: has no concurrency key, so no limit needs counting.
+#: has no concurrency key, so no limit needs counting. Run outside a
+#: transaction block, it is one round trip; ``set_config`` makes its own
+#: commit not wait for the disk, as a claim's does not (SET LOCAL would be
+#: a statement, and a round trip, of its own).
 _TAKE_OFFERED = (
     update(jobs)
     .where(
@@ -165,6 +168,7 @@ _TAKE_OFFERED = (
         _IS_QUEUED,
         jobs.c.run_at <= bindparam("b_now"),
         jobs.c.concurrency_key.is_(None),
+        func.set_config("synchronous_commit", "off", True).is_not(None),
     )
     .values(
         status=RUNNING,
