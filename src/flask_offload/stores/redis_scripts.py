@@ -208,6 +208,7 @@ end
 -- the registration in the same call, so an inbox receives at most one item
 -- per registration: a job claimed for its worker, or '' for "look for
 -- work".
+
 -- A registration's details. One made by a version before registrations
 -- were JSON is only its inbox's name: it reads as expired, which wakes
 -- its thread to claim for itself.
@@ -442,8 +443,8 @@ local function hand_straight()
     redis.call('HSET', P .. 'unique', job.unique_key, job.id)
   end
   redis.call('RPUSH', P .. 'unindexed', job.id)
-  -- An object rather than the flat list of a claim: the worker reads it
-  -- without pairing names and values first.
+  -- As job_text() would give it, without reading back what was just
+  -- written.
   redis.call('RPUSH', P .. 'inbox:' .. waiter.inbox, cjson.encode(job))
   return true
 end
