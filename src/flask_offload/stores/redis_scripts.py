@@ -173,7 +173,7 @@ local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
         local h = redis.call('HMGET', job_key(id), 'queue', 'concurrency_key',
           'concurrency_limit')
         if admit(h[1], h[2], h[3]) then
-          chosen[#chosen + 1] = id
+          chosen[#chosen + 1] = {id, member, h[1], h[2]}
           if #chosen == limit then
             break
           end
@@ -184,17 +184,24 @@ local function claim_jobs(worker, lanes_text, limits, limit, lease_expiry)
     end
   end
 
+  -- Each command counts, a hundred times a batch: what drop_waiting() and
+  -- set_status() would do, written out so that the job's hash changes in
+  -- one HSET and the ready sets lose the member the scan read.
   local claimed = {}
-  for _, id in ipairs(chosen) do
+  for _, pick in ipairs(chosen) do
+    local id, member, queue, key_name = pick[1], pick[2], pick[3], pick[4]
     local key = job_key(id)
-    local h = redis.call('HMGET', key, 'queue', 'run_at', 'concurrency_key')
-    drop_waiting(id, h[1], h[2])
-    set_status(id, h[1], 'queued', 'running')
-    redis.call('HSET', key, 'worker', worker, 'started_at', NOW_TEXT,
-      'lease_expires_at', lease_expiry)
+    redis.call('ZREM', P .. 'ready', member)
+    redis.call('ZREM', P .. 'ready:' .. queue, member)
+    bump('counts', 'queued:' .. queue, -1)
+    redis.call('ZREM', P .. 'status:queued', id)
+    bump('counts', 'running:' .. queue, 1)
+    redis.call('ZADD', P .. 'status:running', 0, id)
+    redis.call('HSET', key, 'status', 'running', 'worker', worker,
+      'started_at', NOW_TEXT, 'lease_expires_at', lease_expiry)
     redis.call('HINCRBY', key, 'attempts', 1)
     redis.call('ZADD', P .. 'running', lease_expiry, id)
-    count_running(h[3], 1)
+    count_running(key_name, 1)
     claimed[#claimed + 1] = job_text(id)
   end
   return claimed
@@ -517,32 +524,42 @@ for _, o in ipairs(cjson.decode(ARGV[5])) do
   local id = o.job_id
   local key = job_key(id)
   local h = redis.call('HMGET', key, 'status', 'worker', 'attempts', 'queue',
-    'concurrency_key', 'unique_key', 'priority')
+    'concurrency_key', 'unique_key', 'priority', 'run_at')
   if h[1] == 'running' and h[2] == worker and tonumber(h[3]) == o.attempt then
     local queue = h[4]
-    stop_running(id, queue, h[5])
-    set_status(id, queue, 'running', o.status)
-    local run_at = redis.call('HGET', key, 'run_at')
+    -- What stop_running() and set_status() would do, written out so that
+    -- the job's hash changes in one HSET and one HDEL: each command counts,
+    -- a hundred times a batch.
+    redis.call('ZREM', P .. 'running', id)
+    count_running(h[5], -1)
+    bump('counts', 'running:' .. queue, -1)
+    redis.call('ZREM', P .. 'status:running', id)
+    bump('counts', o.status .. ':' .. queue, 1)
+    redis.call('ZADD', P .. 'status:' .. o.status, 0, id)
+    local set, unset = {'status', o.status}, {'worker', 'lease_expires_at'}
+    local run_at = h[8]
     if o.retry_at then
       run_at = o.retry_at
-      redis.call('HSET', key, 'run_at', run_at)
-      redis.call('HDEL', key, 'finished_at')
+      set[#set + 1] = 'run_at'
+      set[#set + 1] = run_at
+      unset[#unset + 1] = 'finished_at'
     else
-      redis.call('HSET', key, 'finished_at', o.finished_at)
+      set[#set + 1] = 'finished_at'
+      set[#set + 1] = o.finished_at
     end
-    if o.attempt_errors then
-      redis.call('HSET', key, 'attempt_errors', o.attempt_errors)
-    end
-    for _, name in ipairs({'result', 'error', 'log'}) do
+    for _, name in ipairs({'attempt_errors', 'progress', 'result', 'error',
+        'log'}) do
       if o[name] then
-        redis.call('HSET', key, name, o[name])
-      else
-        redis.call('HDEL', key, name)
+        set[#set + 1] = name
+        set[#set + 1] = o[name]
+      elseif name ~= 'attempt_errors' and name ~= 'progress' then
+        -- A missing result, error or log is cleared; missing attempt
+        -- errors and progress keep what the job had.
+        unset[#unset + 1] = name
       end
     end
-    if o.progress then
-      redis.call('HSET', key, 'progress', o.progress)
-    end
+    redis.call('HSET', key, unpack(set))
+    redis.call('HDEL', key, unpack(unset))
     if FINISHED[o.status] then
       redis.call('ZADD', P .. 'finished', o.finished_at, id)
       count_finished(o.status, o.finished_at)
