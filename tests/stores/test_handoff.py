@@ -92,6 +92,23 @@ def test_wake_waiters_ends_a_wait_at_once(store: Store) -> None:
     assert waiter.took < WAIT / 2
 
 
+def register_dead_thread(store: Store, *, lasting: float) -> None:
+    """Register thread "dead:1" of worker "dead" as idle for ``lasting``
+    seconds, as a thread does before its process dies."""
+    from flask_offload.stores.redis import RedisStore
+
+    assert isinstance(store, RedisStore)
+    now = store.clock()
+    registration = {
+        "inbox": "dead:1",
+        "worker": "dead",
+        "queues": "",
+        "lease": "30.0",
+        "expires": repr(now + lasting),
+    }
+    store._run("wait", now, "dead", "", "{}", repr(now + 30), json.dumps(registration))
+
+
 @pytest.fixture
 def two_redis_stores(clock: FakeClock) -> Iterator[tuple[Store, Store]]:
     """Two Redis store objects on the same keys: a worker's and a web
@@ -189,20 +206,9 @@ def test_redis_hands_no_job_whose_key_is_busy_and_wakes_when_it_frees(
 def test_redis_hands_nothing_to_a_registration_that_expired(
     two_redis_stores: tuple[Store, Store], clock: FakeClock
 ) -> None:
-    from flask_offload.stores.redis import RedisStore
-
     worker, web = two_redis_stores
-    assert isinstance(worker, RedisStore)
     # A thread that registered and then died with its process.
-    now = clock()
-    registration = {
-        "inbox": "dead:1",
-        "worker": "dead",
-        "queues": "",
-        "lease": "30.0",
-        "expires": repr(now + 2),
-    }
-    worker._run("wait", now, "dead", "", "{}", repr(now + 30), json.dumps(registration))
+    register_dead_thread(worker, lasting=2)
     clock.advance(5)
 
     job = make_job(web)
@@ -223,15 +229,7 @@ def test_redis_recovers_a_job_handed_to_a_thread_that_died_and_empties_its_inbox
     worker, web = two_redis_stores
     assert isinstance(worker, RedisStore)
     # A thread that registered, was handed a job, and died before taking it.
-    now = clock()
-    registration = {
-        "inbox": "dead:1",
-        "worker": "dead",
-        "queues": "",
-        "lease": "30.0",
-        "expires": repr(now + 60),
-    }
-    worker._run("wait", now, "dead", "", "{}", repr(now + 30), json.dumps(registration))
+    register_dead_thread(worker, lasting=60)
     job = make_job(web)
     handed = web.get(job.id)
     assert handed is not None and (handed.status, handed.worker) == (RUNNING, "dead")

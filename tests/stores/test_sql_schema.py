@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Connection, create_engine, inspect
 
 from flask_offload.records import Outcome
 from flask_offload.stores import SQLStore
@@ -115,13 +115,18 @@ def test_a_version_1_file_with_jobs_is_upgraded_in_place_keeping_them(
     assert describe(old) == describe(declared)
 
 
+def build_version_3(connection: Connection) -> None:
+    """The tables as release 3 of the schema left them, recorded as such."""
+    for step in MIGRATIONS[:3]:
+        step(connection)
+    connection.execute(meta.insert().values(key="schema_version", value="3"))
+
+
 def test_a_version_3_file_with_jobs_gains_job_logs_in_place(tmp_path: Path) -> None:
     old = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     declared = f"sqlite:///{tmp_path / 'declared.sqlite3'}"
     with create_engine(old).begin() as connection:
-        for step in MIGRATIONS[:3]:
-            step(connection)
-        connection.execute(meta.insert().values(key="schema_version", value="3"))
+        build_version_3(connection)
         connection.exec_driver_sql(
             "INSERT INTO offload_jobs (id, task, queue, priority, status, "
             "arguments, enqueued_at, run_at, finished_at, attempts, recoveries, "
@@ -152,9 +157,7 @@ def test_a_version_3_postgresql_database_gains_job_logs_in_place() -> None:
     url = fresh_postgres_database()
     engine = create_engine(url)
     with engine.begin() as connection:
-        for step in MIGRATIONS[:3]:
-            step(connection)
-        connection.execute(meta.insert().values(key="schema_version", value="3"))
+        build_version_3(connection)
         connection.exec_driver_sql(
             "INSERT INTO offload_jobs (id, task, queue, priority, status, "
             "arguments, enqueued_at, run_at, attempts, recoveries, "

@@ -133,17 +133,22 @@ def _ready_statement(
 _STILL_QUEUED = func.coalesce(jobs.c.status, "") == literal_column(f"'{QUEUED}'")
 
 
+#: What starting a job writes: running, for ``b_worker`` from ``b_now``
+#: until ``b_lease_expires_at``, one attempt more.
+_STARTED = {
+    "status": RUNNING,
+    "worker": bindparam("b_worker"),
+    "attempts": jobs.c.attempts + 1,
+    "started_at": bindparam("b_now"),
+    "lease_expires_at": bindparam("b_lease_expires_at"),
+}
+
+
 def _start_statement(count: int) -> ClauseElement:
     return (
         update(jobs)
         .where(jobs.c.id.in_(_binds("b_id", count)), _STILL_QUEUED)
-        .values(
-            status=RUNNING,
-            worker=bindparam("b_worker"),
-            attempts=jobs.c.attempts + 1,
-            started_at=bindparam("b_now"),
-            lease_expires_at=bindparam("b_lease_expires_at"),
-        )
+        .values(_STARTED)
         .returning(*_COLUMNS)
     )
 
@@ -170,13 +175,7 @@ _TAKE_OFFERED = (
         jobs.c.concurrency_key.is_(None),
         func.set_config("synchronous_commit", "off", True).is_not(None),
     )
-    .values(
-        status=RUNNING,
-        worker=bindparam("b_worker"),
-        attempts=jobs.c.attempts + 1,
-        started_at=bindparam("b_now"),
-        lease_expires_at=bindparam("b_lease_expires_at"),
-    )
+    .values(_STARTED)
     .returning(*_COLUMNS)
 )
 
