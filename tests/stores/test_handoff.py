@@ -109,6 +109,14 @@ def register_dead_thread(store: Store, *, lasting: float) -> None:
     store._run("wait", now, "dead", "", "{}", repr(now + 30), json.dumps(registration))
 
 
+def assert_handed(handed: JobRecord | None, job: JobRecord, worker: Store) -> None:
+    """``handed`` is ``job``, started for worker w1 with a fresh lease."""
+    assert handed is not None
+    assert (handed.id, handed.status, handed.worker) == (job.id, RUNNING, "w1")
+    assert handed.attempts == 1
+    assert handed.lease_expires_at == pytest.approx(worker.clock() + LEASE)
+
+
 @pytest.fixture
 def two_redis_stores(clock: FakeClock) -> Iterator[tuple[Store, Store]]:
     """Two Redis store objects on the same keys: a worker's and a web
@@ -135,10 +143,7 @@ def test_redis_hands_a_job_to_a_thread_of_another_process_claimed(
     job = make_job(web)
     handed = waiter.result()
 
-    assert handed is not None
-    assert (handed.id, handed.status, handed.worker) == (job.id, RUNNING, "w1")
-    assert handed.attempts == 1
-    assert handed.lease_expires_at == pytest.approx(worker.clock() + LEASE)
+    assert_handed(handed, job, worker)
     assert worker.counts()["default"][RUNNING] == 1
 
 
@@ -335,10 +340,7 @@ def test_postgres_hands_a_job_to_a_thread_of_another_process_claimed(
     job = make_job(web)
     handed = waiter.result()
 
-    assert handed is not None
-    assert (handed.id, handed.status, handed.worker) == (job.id, RUNNING, "w1")
-    assert handed.attempts == 1
-    assert handed.lease_expires_at == pytest.approx(worker.clock() + LEASE)
+    assert_handed(handed, job, worker)
 
 
 def test_postgres_offers_no_job_with_a_concurrency_key(

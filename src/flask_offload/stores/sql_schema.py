@@ -12,7 +12,7 @@ A step must never change once released: write a new one instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -235,15 +235,18 @@ def _create_version_1(connection: Connection) -> None:
     version_1.create_all(connection)
 
 
+def _add_columns(connection: Connection, columns: Iterable[Column[Any]]) -> None:
+    for column in columns:
+        connection.exec_driver_sql(
+            f"ALTER TABLE offload_jobs ADD COLUMN {column.name} "
+            f"{column.type.compile(dialect=connection.dialect)}"
+        )
+
+
 def _add_concurrency_keys(connection: Connection) -> None:
     """Version 2: concurrency key columns, and one index of running jobs in
     place of the lease index."""
-    dialect = connection.dialect
-    for column in _version_2_columns():
-        connection.exec_driver_sql(
-            f"ALTER TABLE offload_jobs ADD COLUMN {column.name} "
-            f"{column.type.compile(dialect=dialect)}"
-        )
+    _add_columns(connection, _version_2_columns())
 
     version_1 = _define(MetaData(), 1)
     connection.execute(DropIndex(_index(version_1, "ix_offload_jobs_lease")))
@@ -253,12 +256,7 @@ def _add_concurrency_keys(connection: Connection) -> None:
 
 def _add_policies(connection: Connection) -> None:
     """Version 3: unique keys, attempt errors, and their indexes."""
-    dialect = connection.dialect
-    for column in _version_3_columns():
-        connection.exec_driver_sql(
-            f"ALTER TABLE offload_jobs ADD COLUMN {column.name} "
-            f"{column.type.compile(dialect=dialect)}"
-        )
+    _add_columns(connection, _version_3_columns())
 
     version_3 = MetaData()
     _define(version_3, 3)
@@ -274,12 +272,7 @@ def _add_policies(connection: Connection) -> None:
 def _add_job_logs(connection: Connection) -> None:
     """Version 4: each job's log, and finished jobs indexed with their
     status."""
-    dialect = connection.dialect
-    for column in _version_4_columns():
-        connection.exec_driver_sql(
-            f"ALTER TABLE offload_jobs ADD COLUMN {column.name} "
-            f"{column.type.compile(dialect=dialect)}"
-        )
+    _add_columns(connection, _version_4_columns())
 
     version_3 = _define(MetaData(), 3)
     connection.execute(DropIndex(_index(version_3, "ix_offload_jobs_finished")))
